@@ -1,0 +1,72 @@
+"""The admin listener: liveness and readiness (SPEC section 6).
+
+When the admin token variable is set, every admin route needs
+``Authorization: Bearer <token>``; the presented token is compared by digest in
+constant time. Later capabilities add ``/metrics`` and ``/llm-usage``.
+"""
+
+import hashlib
+import hmac
+import json
+import time
+
+from .errors import error_body, status_line
+
+
+def _digest(token):
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+class Admin:
+    def __init__(self, policies, token=None):
+        self.policies = policies
+        self._token_digest = _digest(token) if token else None
+        self.routes = {"/healthz": self.healthz, "/readyz": self.readyz}
+
+    def __call__(self, environ, start_response, request_id):
+        path = environ.get("RAW_URI", "/").split("?", 1)[0]
+        route = self.routes.get(path)
+        if route is None:
+            return self._answer(start_response, request_id, 404, error_body("not_found"), "not_found")
+        if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
+            return self._answer(start_response, request_id, 405, error_body("method_not_allowed"),
+                                "method_not_allowed")
+        if not self._authorized(environ):
+            body = json.dumps({"error": "a valid admin bearer token is required"}).encode()
+            return self._answer(start_response, request_id, 401, body, "unauthorized",
+                                [("www-authenticate", "Bearer")])
+        status, document = route()
+        return self._answer(start_response, request_id, status, json.dumps(document).encode())
+
+    def _authorized(self, environ):
+        if self._token_digest is None:
+            return True
+        scheme, _, presented = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            return False
+        return hmac.compare_digest(_digest(presented.strip()), self._token_digest)
+
+    def healthz(self):
+        return 200, {"status": "ok"}
+
+    def readyz(self):
+        policy = self.policies.current()
+        if policy is None:
+            return 503, {"ready": False, "reason": "policy_unavailable"}
+        heartbeat = self.policies.heartbeat_age_s()
+        return 200, {
+            "ready": True,
+            "policy_revision": policy.revision,
+            "policy_generation": policy.generation,
+            "policy_age_s": round(max(0.0, time.time() - policy.published_ns / 1e9), 3),
+            "policy_sync_heartbeat_age_s": None if heartbeat is None else round(heartbeat, 3),
+        }
+
+    @staticmethod
+    def _answer(start_response, request_id, status, body, reason=None, extra=()):
+        headers = [("content-type", "application/json"), ("content-length", str(len(body))),
+                   ("x-request-id", request_id)]
+        if reason:
+            headers.append(("x-mitrity-reason", reason))
+        start_response(status_line(status), headers + list(extra))
+        return [body]

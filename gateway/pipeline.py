@@ -1,0 +1,277 @@
+"""One governed call, top to bottom.
+
+    route -> identify -> policy -> read body -> parse -> decide -> forward
+          -> relay the answer (whole, or event by event) -> record
+
+Each step either hands on to the next or ends the call with a gateway-made,
+provider-shaped error (``gateway.errors``). Nothing is forwarded unless every
+check said yes, and any unexpected exception before forwarding denies the call
+(fail closed) with a log line that holds no content.
+"""
+
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import gevent
+import requests
+from gunicorn.http.errors import ParseException
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import ReadTimeoutError
+
+from . import engine, identity
+from .errors import REASONS, error_body, status_line
+from .headers import request_headers, response_headers
+from .providers import ROUTES, read_call
+from .streaming import StreamRelay
+
+log = logging.getLogger("mitrity.gateway")
+READ_CHUNK_BYTES = 64 * 1024
+
+
+@dataclass
+class Call:
+    """What the gateway knows of one call: metadata only, never content."""
+    request_id: str
+    started: float
+    provider: str | None = None
+    agent_id: str | None = None
+    model: str | None = None
+    stream: bool = False
+    decision: str = "blocked"   # the request-phase verdict: allowed | redacted | blocked
+    reason: str | None = None
+    status: int = 0
+
+
+class BodyTimeout(Exception):
+    pass
+
+
+class _CloseAfter:
+    """A response body after which the connection is shut down: the request's
+    body was not (fully) read, so the connection cannot carry another request."""
+
+    def __init__(self, body, sock):
+        self._body, self._sock = body, sock
+
+    def __iter__(self):
+        yield self._body
+
+    def close(self):
+        _shutdown(self._sock)
+
+
+def _shutdown(sock):
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class Gateway:
+    def __init__(self, config, policies, upstreams, admin):
+        self.policies = policies
+        self.upstreams = upstreams
+        self.admin = admin
+        self.max_request_bytes = config["server.max_request_bytes"]
+        self.max_response_bytes = config["upstream.max_response_bytes"]
+        self.body_timeout_s = config["server.body_timeout_s"]
+        self.allow_unknown = config["identity.unknown_agent"] == "allow"
+        header = config["identity.api_key_header"]
+        self.identity_header = header
+        self.identity_environ_key = "HTTP_" + header.upper().replace("-", "_") if header else None
+
+    # -- entry -------------------------------------------------------------
+
+    def __call__(self, environ, start_response):
+        request_id = "req_" + os.urandom(12).hex()
+        connection = environ.get("mitrity.connection")
+        if connection is not None and connection.role == "admin":
+            return self.admin(environ, start_response, request_id)
+        call = Call(request_id, time.monotonic())
+        try:
+            return self.serve(environ, start_response, call, connection)
+        except ParseException:
+            raise  # malformed HTTP (e.g. bad chunking): the worker answers 400 and closes
+        except BodyTimeout:
+            call.reason, call.status = "body_timeout", 0
+            self.record(call)
+            _shutdown(environ.get("gunicorn.socket"))
+            return []
+        except Exception as exc:
+            frame = exc.__traceback__
+            while frame.tb_next is not None:
+                frame = frame.tb_next
+            where = f"{os.path.basename(frame.tb_frame.f_code.co_filename)}:{frame.tb_lineno}"
+            # The type and place only: an exception's text may quote content.
+            log.error("request %s failed closed: %s at %s", request_id, type(exc).__name__, where)
+            return self.deny(start_response, call, "internal_error")
+
+    # -- the pipeline ------------------------------------------------------
+
+    def serve(self, environ, start_response, call, connection):
+        path, _, query = environ.get("RAW_URI", "").partition("?")
+        call.provider = ROUTES.get(path)
+        if call.provider is None:
+            return self.deny(start_response, call, "not_found")
+        if environ["REQUEST_METHOD"] != "POST":
+            return self.deny(start_response, call, "method_not_allowed")
+
+        cred = identity.credential(connection.spiffe_id if connection else None,
+                                   environ.get(self.identity_environ_key) if self.identity_environ_key else None)
+        if cred is None:
+            return self.deny(start_response, call, "identity_missing")
+        policy = self.policies.current()
+        if policy is None:
+            return self.deny(start_response, call, "policy_unavailable")
+        agent = identity.resolve(policy, cred, self.allow_unknown)
+        if agent is None:
+            return self.deny(start_response, call, "agent_unknown")
+        call.agent_id = agent.id
+
+        body = self.read_body(environ)
+        if body is None:
+            return self.deny(start_response, call, "request_too_large", close=environ.get("gunicorn.socket"))
+        try:
+            request = read_call(json.loads(body))
+        except ValueError:  # not JSON, or not UTF-8
+            request = None
+        if request is None:
+            return self.deny(start_response, call, "invalid_request")
+        call.model, call.stream = request.model, request.stream
+
+        verdict = engine.decide(policy, agent, call.provider, call.model)
+        if verdict.denied:
+            return self.deny(start_response, call, verdict.reason, message=verdict.message)
+        call.decision = "allowed"
+        return self.forward(environ, start_response, call, path + ("?" + query if query else ""), body)
+
+    def read_body(self, environ):
+        """The whole request body, or None when it is over the limit."""
+        declared = environ.get("CONTENT_LENGTH")
+        if declared and int(declared) > self.max_request_bytes:
+            return None
+        stream, parts, size = environ["wsgi.input"], [], 0
+        with gevent.Timeout(self.body_timeout_s, BodyTimeout):
+            while True:
+                part = stream.read(READ_CHUNK_BYTES)
+                if not part:
+                    return b"".join(parts)
+                size += len(part)
+                if size > self.max_request_bytes:
+                    return None
+                parts.append(part)
+
+    def forward(self, environ, start_response, call, path_and_query, body):
+        headers = request_headers(environ, self.identity_header)
+        try:
+            upstream = self.upstreams.send(call.provider, path_and_query, headers, body)
+        except (requests.exceptions.ConnectTimeout, requests.exceptions.ReadTimeout):
+            return self.deny(start_response, call, "upstream_timeout")
+        except requests.exceptions.RequestException as exc:
+            log.warning("request %s: provider %s unreachable: %s", call.request_id, call.provider, type(exc).__name__)
+            return self.deny(start_response, call, "upstream_error")
+
+        answer_headers = response_headers(upstream.headers) + self.call_headers(call)
+        call.status = upstream.status_code
+        content_type = upstream.headers.get("content-type", "")
+        if upstream.ok and content_type.startswith("text/event-stream"):
+            start_response(status_line(upstream.status_code), answer_headers)
+            return self.relay_stream(upstream, call)
+
+        try:
+            answer = self.read_answer(upstream)
+        except ReadTimeoutError:
+            return self.deny(start_response, call, "upstream_timeout")
+        except (Urllib3Error, OSError) as exc:
+            log.warning("request %s: answer unreadable: %s", call.request_id, type(exc).__name__)
+            return self.deny(start_response, call, "upstream_error")
+        finally:
+            upstream.close()
+        if answer is None:
+            log.warning("request %s: answer over upstream.max_response_bytes", call.request_id)
+            return self.deny(start_response, call, "upstream_error")
+        start_response(status_line(upstream.status_code),
+                       answer_headers + [("content-length", str(len(answer)))])
+        self.record(call)
+        return [answer]
+
+    def read_answer(self, upstream):
+        """The whole non-streamed answer, or None when it is over the limit."""
+        parts, size = [], 0
+        while True:
+            part = upstream.raw.read1(READ_CHUNK_BYTES, decode_content=True)
+            if not part:
+                return b"".join(parts)
+            size += len(part)
+            if size > self.max_response_bytes:
+                return None
+            parts.append(part)
+
+    def relay_stream(self, upstream, call):
+        """Relay an SSE answer event by event, as the provider sends it."""
+        relay = StreamRelay(call.provider)
+        try:
+            while True:
+                try:
+                    chunk = upstream.raw.read1(READ_CHUNK_BYTES, decode_content=True)
+                except ReadTimeoutError:
+                    yield relay.fail("upstream_timeout")
+                    return
+                except (Urllib3Error, OSError) as exc:
+                    log.warning("request %s: stream cut: %s", call.request_id, type(exc).__name__)
+                    yield relay.fail("upstream_error")
+                    return
+                if not chunk:
+                    out = relay.finish()
+                    if out:
+                        yield out
+                    return
+                out = relay.feed(chunk)
+                if out:
+                    yield out
+        finally:
+            # Runs when the stream ends and when the agent goes away (the
+            # server closes this generator): the connection is dropped rather
+            # than pooled half-read.
+            upstream.close()
+            call.reason = call.reason or relay.failure
+            self.record(call)
+
+    # -- answers made by the gateway ---------------------------------------
+
+    def call_headers(self, call, reason=None):
+        headers = [("x-request-id", call.request_id)]
+        if call.provider is not None:
+            headers.append(("x-mitrity-decision", call.decision))
+        if reason is not None:
+            headers.append(("x-mitrity-reason", reason))
+        return headers
+
+    def deny(self, start_response, call, code, message=None, close=None):
+        reason = REASONS[code]
+        call.reason = code
+        call.status = reason.status
+        # 404 and a 405 off a provider route are not tied to a provider.
+        provider = call.provider if code not in ("not_found",) else None
+        body = error_body(code, provider, message)
+        headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+        start_response(status_line(reason.status), headers + self.call_headers(call, code))
+        self.record(call)
+        if close is not None:
+            return _CloseAfter(body, close)
+        return [body]
+
+    # -- record ------------------------------------------------------------
+
+    def record(self, call):
+        """The call's metadata line (the usage record hooks in here)."""
+        latency_ms = (time.monotonic() - call.started) * 1000
+        log.info("call %s agent=%s provider=%s model=%s stream=%s decision=%s reason=%s status=%s latency_ms=%.1f",
+                 call.request_id, call.agent_id, call.provider, call.model, call.stream, call.decision,
+                 call.reason, call.status, latency_ms)

@@ -1,0 +1,60 @@
+"""Pooled, verified TLS connections toward the providers.
+
+One ``requests.Session`` per worker process, built after the fork (after gevent
+has patched ``socket`` and ``ssl``), with its own SSL context: the system trust
+store plus ``upstream.ca_file``, TLS 1.2 minimum, hostname verification on.
+Connections are kept alive and reused across calls; a stream the agent
+abandons is closed, never returned to the pool half-read.
+"""
+
+import ssl
+
+import requests
+from requests.adapters import HTTPAdapter
+
+POOL_CONNECTIONS_PER_HOST = 64
+
+
+class _TLSAdapter(HTTPAdapter):
+    def __init__(self, ssl_context, **kwargs):
+        self._ssl_context = ssl_context
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["ssl_context"] = self._ssl_context
+        return super().init_poolmanager(*args, **kwargs)
+
+    def proxy_manager_for(self, *args, **kwargs):
+        kwargs["ssl_context"] = self._ssl_context
+        return super().proxy_manager_for(*args, **kwargs)
+
+
+def client_context(ca_file=None):
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+class Upstreams:
+    def __init__(self, providers, ca_file=None, connect_timeout_s=10.0, read_timeout_s=600.0):
+        self.providers = dict(providers)  # name -> https base URL
+        self.timeout = (connect_timeout_s, read_timeout_s)
+        self.session = requests.Session()
+        # Only the agent's headers go out: no python-requests defaults.
+        self.session.headers.clear()
+        # Environment proxy settings and netrc must not redirect or decorate
+        # governed traffic.
+        self.session.trust_env = False
+        adapter = _TLSAdapter(client_context(ca_file), pool_connections=len(self.providers) or 1,
+                              pool_maxsize=POOL_CONNECTIONS_PER_HOST, max_retries=0)
+        self.session.mount("https://", adapter)  # config allows only https:// upstreams
+
+    def send(self, provider, path_and_query, headers, body):
+        """POST to the provider; the answer's body is left unread (stream=True)."""
+        return self.session.post(self.providers[provider] + path_and_query, data=body, headers=dict(headers),
+                                 timeout=self.timeout, stream=True, allow_redirects=False, verify=True)
+
+    def close(self):
+        self.session.close()

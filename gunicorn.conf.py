@@ -1,0 +1,100 @@
+"""gunicorn settings for the Mitrity LLM Gateway: ``gunicorn -c gunicorn.conf.py gateway.wsgi``.
+
+Everything here derives from the gateway's own YAML config ($MITRITY_CONFIG,
+default config/gateway.yaml), validated by ``gateway.config``. gunicorn runs
+this file in the master at start and again on SIGHUP.
+
+The fork line, in one place:
+- the master only parses config and starts policy-sync (fork+exec); it opens no
+  TLS context, maps no shared memory and starts no thread (gunicorn's control
+  socket runs a thread, so it is off);
+- each worker patches the standard library with gevent first
+  (``workers.gevent_tls.GatewayWorker``), then imports ``gateway.wsgi`` and
+  builds its SSL contexts, upstream pool and policy mapping. No --preload.
+"""
+
+import os
+import sys
+
+from gateway import config as gateway_config
+from policy_sync.supervisor import PolicySyncProcess
+
+_first_load = gateway_config.ACTIVE is None
+try:
+    _config = gateway_config.load_from_env()
+    gateway_config.check_admin_token(_config)
+except gateway_config.ConfigError as exc:
+    if _first_load:
+        print(f"mitrity-llm-gateway: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    # SIGHUP with a broken file: keep serving with the config in force.
+    print(f"mitrity-llm-gateway: configuration error, keeping the previous config: {exc}", file=sys.stderr)
+    _config = gateway_config.ACTIVE
+gateway_config.ACTIVE = _config
+
+# The policy segment is named after the master, so several gateways can share a host.
+os.environ.setdefault("MITRITY_POLICY_SEGMENT", f"/mitrity-policy-{os.getpid()}")
+
+wsgi_app = "gateway.wsgi"
+bind = [_config["server.bind"], _config["admin.bind"]]
+workers = _config["server.workers"]
+worker_class = "workers.gevent_tls.GatewayWorker"
+worker_connections = _config["server.worker_connections"]
+keepalive = max(1, int(_config["server.header_timeout_s"]))  # the worker applies the exact value
+graceful_timeout = int(_config["server.graceful_timeout_s"])
+timeout = 30  # worker heartbeat; gevent workers beat every second, whatever their streams do
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 16384
+loglevel = _config["server.log_level"]
+errorlog = "-"
+accesslog = None  # the gateway logs one metadata line per call instead
+proc_name = "mitrity-llm-gateway"
+control_socket_disable = True
+preload_app = False
+_log_format = {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"}
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": loglevel.upper(), "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": [], "propagate": True},
+        "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
+        "mitrity": {"level": loglevel.upper(), "handlers": [], "propagate": True},
+    },
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+    "formatters": {"plain": _log_format},
+}
+
+
+def _policy_sync(arbiter):
+    return PolicySyncProcess(_config["policy.file"], os.environ["MITRITY_POLICY_SEGMENT"],
+                             arbiter.pid, _config["server.log_level"])
+
+
+def when_ready(arbiter):
+    arbiter.policy_sync = _policy_sync(arbiter)
+    arbiter.policy_sync.start()
+    # gunicorn has no per-turn hook; its loop calls manage_workers() every
+    # second and after each SIGCHLD, which is when policy-sync is checked too.
+    manage_workers = arbiter.manage_workers
+
+    def manage_workers_and_policy_sync():
+        manage_workers()
+        arbiter.policy_sync.ensure_running()
+    arbiter.manage_workers = manage_workers_and_policy_sync
+
+
+def on_reload(arbiter):
+    # The policy file may have moved: restart policy-sync with the new config.
+    # The segment stays, so workers keep enforcing meanwhile.
+    arbiter.policy_sync.stop()
+    arbiter.policy_sync = _policy_sync(arbiter)
+    arbiter.policy_sync.start()
+
+
+def on_exit(arbiter):
+    sync = getattr(arbiter, "policy_sync", None)
+    if sync is not None:
+        sync.stop()
+        sync.remove_segment()
