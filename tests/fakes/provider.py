@@ -892,9 +892,32 @@ class FakeProvider:
         content_type: str | None = None,
         chunk_delay_s: float = 0,
     ) -> Script:
-        """Queue a behaviour for the next request to ``/v1/messages`` or ``/v1/chat/completions``
-        (FIFO; other paths never consume scripts).  See the module docs / README in the
-        report for the exact semantics of each field."""
+        """Queue a behaviour for the next request to ``/v1/messages`` or ``/v1/chat/completions``.
+
+        Scripts are consumed FIFO, one per API request; other paths (404s, ``/_fake/``)
+        never consume one; with the queue empty the default (echo) behaviour applies.
+
+        reply_text      answer text (non-stream body; streamed split into words unless ``chunks``)
+        chunks          exact text pieces, one stream delta each (non-stream: joined)
+        status          response status; >= 400 sends a provider-style error JSON
+        error_body      error JSON to send instead (dict -> JSON, str/bytes sent verbatim;
+                        status defaults to 500)
+        delay_s         sleep before the status line (aborted early if the peer leaves / stop())
+        stall_after_events / reset_after_events
+                        streams: after N SSE events (N >= number of events: after all of them
+                        but before the terminating zero-length chunk); non-stream bodies: N=0
+                        after the headers, N>=1 after half the body; N<0: before any response
+                        byte.  stall = send nothing more until the peer closes or stop();
+                        reset = wait (<=1s) for sent bytes to be ACKed, then SO_LINGER 0 + close
+                        (TCP RST, no TLS close_notify)
+        headers         extra response headers (dict or list of pairs); replace same-named defaults
+        usage           merged over the default usage object (OpenAI total_tokens recomputed
+                        unless given)
+        raw_body        exact response bytes (Content-Length), or a list of byte strings sent as
+                        one HTTP chunk each (stall/reset count these pieces); status default 200
+        content_type    Content-Type override (default for raw_body: application/json)
+        chunk_delay_s   extra: pause between stream events (abortable like delay_s)
+        """
         s = Script(
             reply_text=reply_text,
             chunks=list(chunks) if chunks is not None else None,
