@@ -14,7 +14,7 @@ from .certs import spiffe_ids_from_der
 from .policy import Agent
 
 # SPEC: spiffe://<trust-domain>/ns/<ns>/sa/<sa>
-_WORKLOAD_PATH = re.compile(r"/ns/[A-Za-z0-9._-]+/sa/[A-Za-z0-9._-]+\Z")
+_WORKLOAD_PATH = re.compile(r"/ns/(?!\.\.?/)[A-Za-z0-9._-]+/sa/(?!\.\.?\Z)[A-Za-z0-9._-]+\Z")
 
 
 @dataclass(frozen=True)

@@ -187,13 +187,14 @@ class Gateway:
         try:
             answer = self.read_answer(upstream)
         except ReadTimeoutError:
+            upstream.close()
             return self.deny(start_response, call, "upstream_timeout")
         except (Urllib3Error, OSError) as exc:
+            upstream.close()
             log.warning("request %s: answer unreadable: %s", call.request_id, type(exc).__name__)
             return self.deny(start_response, call, "upstream_error")
-        finally:
-            upstream.close()
         if answer is None:
+            upstream.close()
             log.warning("request %s: answer over upstream.max_response_bytes", call.request_id)
             return self.deny(start_response, call, "upstream_error")
         start_response(status_line(upstream.status_code),
@@ -207,6 +208,7 @@ class Gateway:
         while True:
             part = upstream.raw.read1(READ_CHUNK_BYTES, decode_content=True)
             if not part:
+                upstream.raw.release_conn()  # read to the end: the connection goes back to the pool
                 return b"".join(parts)
             size += len(part)
             if size > self.max_response_bytes:
@@ -228,6 +230,7 @@ class Gateway:
                     yield relay.fail("upstream_error")
                     return
                 if not chunk:
+                    upstream.raw.release_conn()
                     out = relay.finish()
                     if out:
                         yield out
@@ -236,9 +239,9 @@ class Gateway:
                 if out:
                     yield out
         finally:
-            # Runs when the stream ends and when the agent goes away (the
-            # server closes this generator): the connection is dropped rather
-            # than pooled half-read.
+            # Also runs when the agent goes away (the server closes this
+            # generator): a half-read connection is dropped, never pooled.
+            # After release_conn() at the end of the stream this is a no-op.
             upstream.close()
             call.reason = call.reason or relay.failure
             self.record(call)

@@ -28,6 +28,14 @@ class _TLSAdapter(HTTPAdapter):
         kwargs["ssl_context"] = self._ssl_context
         return super().proxy_manager_for(*args, **kwargs)
 
+    def cert_verify(self, conn, url, verify, cert):
+        # requests would point every new connection at certifi's bundle, which
+        # reloads ~150 roots into the shared context per connection (and adds
+        # them to the trust store). The context already holds the anchors.
+        conn.cert_reqs = "CERT_REQUIRED"
+        conn.ca_certs = None
+        conn.ca_cert_dir = None
+
 
 def client_context(ca_file=None):
     context = ssl.create_default_context()

@@ -79,7 +79,7 @@ def _time(value, where):
 
 
 def _number(value, where):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
         raise BundleError(where, "must be a number >= 0")
     return float(value)
 
@@ -113,7 +113,8 @@ def _agents(value):
                 raise BundleError(f"{where}.api_key_sha256[{j}]", "bound to more than one agent")
             seen_keys.add(digest)
             hashes.append(digest)
-        mission = entry.get("mission") or {}
+        mission = entry.get("mission")
+        mission = {} if mission is None else mission
         _mapping(mission, f"{where}.mission", ("allow", "deny", "require_approval"))
         agents.append({
             "id": agent_id, "spiffe_ids": spiffe_ids, "api_key_sha256": hashes,
@@ -152,7 +153,7 @@ def _dlp_patterns(value):
 
 
 def _threat_intel(value):
-    value = _mapping(value or {}, "threat_intel", ("blocked_destinations", "indicators", "injection"))
+    value = _mapping({} if value is None else value, "threat_intel", ("blocked_destinations", "indicators", "injection"))
     indicators = []
     for i, entry in enumerate(_list(value.get("indicators"), "threat_intel.indicators")):
         where = f"threat_intel.indicators[{i}]"
@@ -221,6 +222,8 @@ def parse(raw):
         if raw.lstrip()[:1] == b"{":
             return json.loads(raw)
         return yaml.safe_load(raw)
+    except RecursionError:
+        raise BundleError(None, "nested too deeply") from None
     except (ValueError, yaml.YAMLError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
