@@ -22,6 +22,7 @@ setup(
             "hypothesis==6.170.27",
             "anthropic==2.17.0",
             "openai==3.60.0",
+            "helm-python-sdk==0.2.2",
         ],
     },
     entry_points={"console_scripts": ["mitrity-llm-gateway=gateway.cli:main"]},

@@ -120,7 +120,11 @@ class GatewayWorker(GeventWorker):
             return None
 
     def handle_error(self, req, client, addr, exc):
-        """Malformed HTTP: the gateway's JSON error, then close (SPEC section 5)."""
+        """Malformed HTTP: the gateway's JSON error, then close (SPEC section 5).
+
+        The request could not be parsed, so its route is unknown: the answer
+        carries the body both SDKs read, and says that nothing was forwarded.
+        """
         if isinstance(exc, ssl.SSLError):
             self.log.debug("TLS error on a connection from %s: %s", addr[0] if addr else "?", type(exc).__name__)
             return
@@ -134,7 +138,7 @@ class GatewayWorker(GeventWorker):
         body = error_body(code, None, "Malformed HTTP request." if code == "invalid_request" else None)
         head = (f"HTTP/1.1 {status_line(status)}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\nX-Request-Id: req_{os.urandom(12).hex()}\r\n"
-                f"X-Mitrity-Reason: {code}\r\n\r\n")
+                f"X-Mitrity-Decision: blocked\r\nX-Mitrity-Reason: {code}\r\n\r\n")
         try:
             client.sendall(head.encode() + body)
             client.shutdown(socket.SHUT_RDWR)

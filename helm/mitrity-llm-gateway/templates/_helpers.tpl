@@ -158,11 +158,14 @@ which does not name 127.0.0.1, so that loopback hop is not verified.
 {{- end -}}
 {{- $token := "None" -}}
 {{- if $tokenEnv -}}
-{{- $token = printf "os.environ.get(%s)" ($tokenEnv | toJson) -}}
+{{- if not (regexMatch "^[A-Za-z_][A-Za-z0-9_]*$" $tokenEnv) -}}
+{{- fail (printf "config.admin.token_env %q must be an environment variable name" $tokenEnv) -}}
+{{- end -}}
+{{- $token = printf "os.environ.get('%s')" $tokenEnv -}}
 {{- end -}}
 - python
 - -c
-- {{ printf "import os,ssl,urllib.request as u;t=%s;u.build_opener(u.ProxyHandler({}),u.HTTPSHandler(context=ssl._create_unverified_context())).open(u.Request(%s,headers={'Authorization':'Bearer '+t} if t else {}),timeout=3)" $token ($url | toJson) | toJson }}
+- {{ printf "import os,ssl,urllib.request as u;t=%s;u.build_opener(u.ProxyHandler({}),u.HTTPSHandler(context=ssl._create_unverified_context())).open(u.Request('%s',headers={'Authorization':'Bearer '+t} if t else {}),timeout=3)" $token $url | quote }}
 {{- end -}}
 
 {{/*
