@@ -48,23 +48,10 @@ limit_request_fields = 100
 limit_request_field_size = 16384
 loglevel = _config["server.log_level"]
 errorlog = "-"
-accesslog = None  # the gateway logs one metadata line per call instead
 proc_name = "mitrity-llm-gateway"
 control_socket_disable = True
 preload_app = False
-_log_format = {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"}
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "root": {"level": loglevel.upper(), "handlers": ["stderr"]},
-    "loggers": {
-        "gunicorn.error": {"level": loglevel.upper(), "handlers": [], "propagate": True},
-        "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
-        "mitrity": {"level": loglevel.upper(), "handlers": [], "propagate": True},
-    },
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
-    "formatters": {"plain": _log_format},
-}
+logger_class = "gateway.logs.GatewayLogger"
 
 
 def _policy_sync(arbiter):

@@ -72,3 +72,8 @@ def stream_error_event(code, provider, message=None):
     if provider == "anthropic":
         return b"event: error\ndata: " + body + b"\n\n"
     return b"data: " + body + b"\n\n"
+
+
+class BodyTimeout(Exception):
+    """The agent did not send its whole body within server.body_timeout_s:
+    the worker closes the connection without an answer."""

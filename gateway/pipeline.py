@@ -23,7 +23,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
 from . import engine, identity
-from .errors import REASONS, error_body, status_line
+from .errors import REASONS, BodyTimeout, error_body, status_line
 from .headers import request_headers, response_headers
 from .providers import ROUTES, read_call
 from .streaming import StreamRelay
@@ -44,10 +44,6 @@ class Call:
     decision: str = "blocked"   # the request-phase verdict: allowed | redacted | blocked
     reason: str | None = None
     status: int = 0
-
-
-class BodyTimeout(Exception):
-    pass
 
 
 class _CloseAfter:
@@ -99,10 +95,10 @@ class Gateway:
         except ParseException:
             raise  # malformed HTTP (e.g. bad chunking): the worker answers 400 and closes
         except BodyTimeout:
+            # The worker closes the connection without an answer (a cut).
             call.reason, call.status = "body_timeout", 0
             self.record(call)
-            _shutdown(environ.get("gunicorn.socket"))
-            return []
+            raise
         except Exception as exc:
             frame = exc.__traceback__
             while frame.tb_next is not None:

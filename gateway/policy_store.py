@@ -14,7 +14,7 @@ from policy_sync import bundle
 from policy_sync.shm import SegmentError, SegmentMissing, SegmentReader
 
 log = logging.getLogger("mitrity.policy")
-ATTACH_RETRY_S = 0.2
+ATTACH_RETRY_S = 0.01  # shm_open of a missing name costs microseconds
 
 
 class PolicyStore:

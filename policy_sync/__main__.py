@@ -16,7 +16,8 @@ def main(argv=None):
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="%(asctime)s [%(process)d] [%(levelname)s] policy-sync: %(message)s")
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] policy-sync: %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S %z")  # the same shape as gunicorn's lines
     PolicySync(FileSource(os.path.abspath(args.policy_file)), args.segment, args.parent_pid).run()
 
 

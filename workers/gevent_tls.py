@@ -29,7 +29,7 @@ from gunicorn.http import errors as http_errors
 from gunicorn.workers.ggevent import GeventWorker
 
 from gateway import config as gateway_config
-from gateway.errors import error_body, status_line
+from gateway.errors import BodyTimeout, error_body, status_line
 from gateway.identity import spiffe_id_from_der
 
 # After the handshake, one blocking send or receive on the agent's socket may
@@ -73,6 +73,7 @@ class GatewayWorker(GeventWorker):
         admin_tls = not gateway_config.is_loopback(host)
         self.admin_tls = server_context(cfg, client_certs=False) if admin_tls else None
         self.connections = {}
+        self.idle = set()
         super().load_wsgi()
         app = self.wsgi
 
@@ -82,8 +83,26 @@ class GatewayWorker(GeventWorker):
         self.wsgi = with_connection
 
     def timeout_ctx(self):
-        # Bounds reading a request's headers, and the keep-alive idle time.
+        # gunicorn calls this before reading each request's headers: the
+        # connection is idle until handle_request. It bounds reading the
+        # headers and the keep-alive idle time.
+        self.idle.add(gevent.getcurrent())
         return gevent.Timeout(self.header_timeout_s, False)
+
+    def handle_request(self, listener_name, req, sock, addr):
+        self.idle.discard(gevent.getcurrent())
+        return super().handle_request(listener_name, req, sock, addr)
+
+    def handle_exit(self, sig, frame):
+        # SIGTERM / graceful reload: in-flight calls finish, but idle
+        # keep-alive connections would hold the worker for a whole header
+        # timeout; close them now.
+        super().handle_exit(sig, frame)
+        gevent.spawn(self._close_idle)
+
+    def _close_idle(self):
+        for greenlet in list(self.idle):
+            greenlet.kill(block=False)
 
     def handle(self, listener, client, addr):
         admin = listener.getsockname()[1] == self.admin_port
@@ -125,6 +144,9 @@ class GatewayWorker(GeventWorker):
         The request could not be parsed, so its route is unknown: the answer
         carries the body both SDKs read, and says that nothing was forwarded.
         """
+        if isinstance(exc, (BodyTimeout, gevent.GreenletExit)):
+            self.log.debug("closing a connection from %s: %s", addr[0] if addr else "?", type(exc).__name__)
+            return
         if isinstance(exc, ssl.SSLError):
             self.log.debug("TLS error on a connection from %s: %s", addr[0] if addr else "?", type(exc).__name__)
             return

@@ -23,9 +23,7 @@ gateways (starting one takes seconds):
 
 import hashlib
 import json
-import os
 import socket
-import ssl
 import time
 
 import anthropic
@@ -70,7 +68,8 @@ def approval_id(agent, action):
 
 
 def call_body(provider, model=None, text="hello", **extra):
-    doc = {"model": model or ALLOWED_MODEL[provider], "messages": [{"role": "user", "content": text}], **extra}
+    doc = {"model": ALLOWED_MODEL[provider] if model is None else model,
+           "messages": [{"role": "user", "content": text}], **extra}
     if provider == "anthropic":
         doc.setdefault("max_tokens", 16)
     return json.dumps(doc).encode()
@@ -93,28 +92,34 @@ def check_error(status, headers, body_bytes, code, shape, decision="blocked"):
 
     ``shape`` is "anthropic", "openai" or "generic" (off the provider routes);
     ``decision`` is the expected ``x-mitrity-decision``, or None when the
-    request was not a POST on a provider route. Returns the message.
+    request was not a POST on a provider route. Every mismatch is reported at
+    once. Returns the error message.
     """
     want_status, error_type = TABLE[code]
     assert status == want_status, (status, body_bytes[:300])
-    assert headers.get("x-mitrity-reason") == code
-    assert (headers.get("x-request-id") or "").startswith("req_")
-    assert len(headers["x-request-id"]) > len("req_")
-    if decision is not None:
-        assert headers.get("x-mitrity-decision") == decision
-    assert (headers.get("content-type") or "").startswith("application/json")
+    problems = []
+    if headers.get("x-mitrity-reason") != code:
+        problems.append(f"x-mitrity-reason is {headers.get('x-mitrity-reason')!r}, not {code!r}")
+    request_id = headers.get("x-request-id") or ""
+    if not (request_id.startswith("req_") and len(request_id) > len("req_")):
+        problems.append(f"x-request-id is {request_id!r}")
+    if decision is not None and headers.get("x-mitrity-decision") != decision:
+        problems.append(f"x-mitrity-decision is {headers.get('x-mitrity-decision')!r}, not {decision!r}")
+    if not (headers.get("content-type") or "").startswith("application/json"):
+        problems.append(f"content-type is {headers.get('content-type')!r}")
     doc = json.loads(body_bytes)
+    message = doc.get("error", {}).get("message") if isinstance(doc.get("error"), dict) else None
     if shape == "openai":
-        message = doc["error"]["message"]
         expected = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
     elif shape == "anthropic":
-        message = doc["error"]["message"]
         expected = {"type": "error", "error": {"type": error_type, "message": message}}
     else:
-        message = doc["error"]["message"]
         expected = {"type": "error", "error": {"type": error_type, "message": message, "param": None, "code": code}}
-    assert doc == expected
-    assert isinstance(message, str) and message.strip()
+    if doc != expected:
+        problems.append(f"body is {doc!r}, not the {shape} shape {expected!r}")
+    if not (isinstance(message, str) and message.strip()):
+        problems.append(f"message is {message!r}")
+    assert not problems, "\n".join(problems)
     return message
 
 
@@ -138,9 +143,9 @@ def check_sdk(exc, code, shape, decision="blocked"):
 
 def sdk_create(client, provider, model=None, text="hello", **extra):
     if provider == "anthropic":
-        return client.messages.create(model=model or ALLOWED_MODEL[provider], max_tokens=16,
+        return client.messages.create(model=ALLOWED_MODEL[provider] if model is None else model, max_tokens=16,
                                       messages=[{"role": "user", "content": text}], **extra)
-    return client.chat.completions.create(model=model or ALLOWED_MODEL[provider],
+    return client.chat.completions.create(model=ALLOWED_MODEL[provider] if model is None else model,
                                           messages=[{"role": "user", "content": text}], **extra)
 
 
@@ -335,6 +340,12 @@ def test_401_certificate_from_another_trust_domain_is_no_identity(gw, provider, 
         exc = sdk_error(module.AuthenticationError, lambda: sdk_create(client, provider_name))
     check_sdk(exc, "identity_missing", provider_name)
     assert_not_forwarded(provider)
+    # Being no identity, the certificate does not stand in the way of the API-key path.
+    with httpx.Client(verify=context, timeout=15, trust_env=False) as http:
+        answer = http.post(gw.url + ROUTE[provider_name], content=call_body(provider_name, text="key"),
+                           headers={"x-mitrity-api-key": API_KEY, "content-type": "application/json"})
+    assert answer.status_code == 200, answer.text
+    assert len(provider.wait_for_requests(1)) == 1
 
 
 # -- 403 agent_unknown / mission_denied / approval_required / threat_detected -----
@@ -426,7 +437,7 @@ def test_403_threat_detected_anthropic_shape(tight, provider):
 
 NOT_ROUTES = ["/v1/models", "//v1/messages", "/v1/./messages", "/v1/../v1/messages", "/v1%2Fmessages",
               "/v1/messages/", "/V1/messages", "/v1/messages%20", "/v1//chat/completions",
-              "/v1/chat/completions/", "/v1/chat%2Fcompletions", "/", "*"]
+              "/v1/chat/completions/", "/v1/chat%2Fcompletions", "/", "/healthz"]
 
 
 @pytest.mark.parametrize("target", NOT_ROUTES)
@@ -490,6 +501,9 @@ def test_413_content_length_over_the_limit(tight, provider, provider_name):
     check_sdk(exc, "request_too_large", provider_name)
     answer = post(tight, ROUTE[provider_name], _padded_body(provider_name, SMALL_LIMIT + 1))
     check_response(answer, "request_too_large", provider_name)
+    # A body far over the limit: the agent still reads the 413, not a reset.
+    answer = post(tight, ROUTE[provider_name], _padded_body(provider_name, 1_000_000))
+    check_response(answer, "request_too_large", provider_name)
     assert_not_forwarded(provider)
     # At exactly the limit the call is served.
     answer = post(tight, ROUTE[provider_name], _padded_body(provider_name, SMALL_LIMIT))
@@ -505,6 +519,12 @@ def test_413_chunked_upload_over_the_limit(tight, provider, provider_name):
         answer = http.post(tight.url + ROUTE[provider_name], content=iter(pieces),
                            headers={"x-mitrity-api-key": API_KEY, "content-type": "application/json"})
     assert answer.request.headers.get("transfer-encoding") == "chunked"
+    check_response(answer, "request_too_large", provider_name)
+    big = _padded_body(provider_name, 1_000_000)
+    with http_client(tight) as http:
+        answer = http.post(tight.url + ROUTE[provider_name],
+                           content=iter([big[i:i + 65536] for i in range(0, len(big), 65536)]),
+                           headers={"x-mitrity-api-key": API_KEY, "content-type": "application/json"})
     check_response(answer, "request_too_large", provider_name)
     assert_not_forwarded(provider)
     # A chunked upload under the limit is served and arrives whole.
@@ -525,7 +545,22 @@ def test_431_sdk_with_a_20k_header(gw, provider, provider_name):
     with make_client(provider_name, gw, headers=big) as client:
         exc = sdk_error(sdk_module(provider_name).APIStatusError, lambda: sdk_create(client, provider_name))
     assert exc.status_code == 431
-    check_sdk(exc, "headers_too_large", provider_name)
+    headers = exc.response.headers
+    assert headers.get("x-mitrity-reason") == "headers_too_large"
+    assert headers.get("x-request-id", "").startswith("req_")
+    assert headers.get("x-mitrity-decision") == "blocked"
+    error = exc.response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+    assert_not_forwarded(provider)
+
+
+@pytest.mark.parametrize("provider_name", PROVIDERS)
+def test_431_on_a_provider_route_uses_the_shared_body(gw, provider, provider_name):
+    """Oversized headers are refused while the request is still being parsed,
+    before it has a route: the answer is the body both SDKs read (documented
+    in docs/configuration.md), and nothing is forwarded."""
+    answer = post(gw, ROUTE[provider_name], call_body(provider_name), headers={"x-big-header": "a" * 20_000})
+    check_response(answer, "headers_too_large", "generic")
     assert_not_forwarded(provider)
 
 
@@ -549,6 +584,15 @@ def test_502_upstream_tls_failure(broken_upstreams, provider):
     answer = post(broken_upstreams, "/v1/chat/completions", call_body("openai", stream=True))
     check_response(answer, "upstream_error", "openai", decision="allowed")
     assert_not_forwarded(provider)  # the handshake failed: no request was ever sent
+
+
+@pytest.mark.parametrize("provider_name", PROVIDERS)
+def test_502_answer_cut_mid_body(gw, provider, provider_name):
+    """The provider resets the connection halfway through a non-streamed answer."""
+    provider.script(reply_text="a long answer " * 50, reset_after_events=1)
+    with make_client(provider_name, gw) as client:
+        exc = sdk_error(sdk_module(provider_name).InternalServerError, lambda: sdk_create(client, provider_name))
+    check_sdk(exc, "upstream_error", provider_name, decision="allowed")
 
 
 def test_502_still_denies_first(broken_upstreams, provider):
@@ -587,3 +631,11 @@ def test_504_provider_slower_than_read_timeout(tight, provider, provider_name):
     if provider_name == "anthropic":
         assert isinstance(exc, anthropic.GatewayTimeoutError)
     assert len(provider.wait_for_requests(1)) == 1  # it was forwarded; the provider was silent
+
+
+@pytest.mark.parametrize("provider_name", PROVIDERS)
+def test_504_provider_stalls_mid_body(tight, provider, provider_name):
+    provider.script(reply_text="a long answer " * 50, stall_after_events=1)
+    with make_client(provider_name, tight) as client:
+        exc = sdk_error(sdk_module(provider_name).InternalServerError, lambda: sdk_create(client, provider_name))
+    check_sdk(exc, "upstream_timeout", provider_name, decision="allowed")
