@@ -171,24 +171,36 @@ def replace_strings(raw, replacements):
     raw = bytes(raw)
     pieces, pos = [], 0
     for old, new in sorted(replacements, key=lambda r: r[0].start):
-        literal = raw[old.start:old.end]
-        if old.start < pos or len(literal) < 2 or literal[:1] != b'"' or literal[-1:] != b'"':
+        if old.start < pos or not _is_literal_of(raw[old.start:old.end], old.value):
             raise ValueError("replacement spans overlap or do not match the document")
         if new == old.value:
             continue
-        pieces += (raw[pos:old.start], _literal(new, literal.isascii()))
+        pieces += (raw[pos:old.start], _literal(new, raw[old.start:old.end].isascii()))
         pos = old.end
     pieces.append(raw[pos:])
     return b"".join(pieces)
 
 
+def _is_literal_of(literal, value):
+    """Whether ``literal`` is exactly one JSON string literal decoding to ``value``.
+
+    Guards against spans taken from another document: a wrong splice would
+    corrupt the body the provider receives.
+    """
+    try:
+        text = literal.decode("utf-8")
+        decoded, end = scanstring(text, 1, True) if text[:1] == '"' else (None, 0)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError included
+        return False
+    return decoded == value and end == len(text)
+
+
 def _literal(value, ascii_only):
-    if not ascii_only:
-        try:
-            return json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            pass  # a lone surrogate has no UTF-8 form; only its \u escape is valid
-    return json.dumps(value).encode("ascii")
+    if ascii_only:
+        return json.dumps(value).encode("ascii")
+    # A lone surrogate has no UTF-8 form; "backslashreplace" writes it as the
+    # \uXXXX escape JSON uses for it.
+    return json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def _unique_pairs(pairs):
@@ -201,10 +213,10 @@ def _unique_pairs(pairs):
 def loads(raw):
     """``json.loads(raw)`` for strict UTF-8 without duplicate keys, else ValueError.
 
-    Accepts exactly the documents ``string_values`` accepts (deeper than
-    ``MAX_DEPTH`` included only when already checked by ``string_values``).
+    Nesting is bounded by the interpreter's recursion limit here; callers that
+    need ``MAX_DEPTH`` run ``string_values`` on the same bytes first.
     """
     try:
         return json.loads(_decode(raw), object_pairs_hook=_unique_pairs)
     except RecursionError:
-        raise ValueError(f"invalid JSON: nesting deeper than {MAX_DEPTH}") from None
+        raise ValueError("invalid JSON: nesting too deep") from None
