@@ -14,10 +14,12 @@ The fork line, in one place:
 """
 
 import os
+import signal
 import sys
 
 from gateway import config as gateway_config
 from policy_sync.supervisor import PolicySyncProcess
+from workers.gevent_tls import HELD_ACROSS_FORK
 
 _first_load = gateway_config.ACTIVE is None
 try:
@@ -62,6 +64,20 @@ def _policy_sync(arbiter):
 def when_ready(arbiter):
     arbiter.policy_sync = _policy_sync(arbiter)
     arbiter.policy_sync.start()
+    # A new worker installs its own signal handlers only after gevent has
+    # patched it; a SIGTERM arriving before that would run the master's
+    # handler copy and be lost (the worker would go on accepting). So the
+    # stop signals are held across the fork, and the worker releases them
+    # once its handlers are in place (GatewayWorker.init_signals).
+    spawn_worker = arbiter.spawn_worker
+
+    def spawn_worker_with_stop_signals_held():
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_ACROSS_FORK)
+        try:
+            return spawn_worker()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    arbiter.spawn_worker = spawn_worker_with_stop_signals_held
     # gunicorn has no per-turn hook; its loop calls manage_workers() every
     # second and after each SIGCHLD, which is when policy-sync is checked too.
     manage_workers = arbiter.manage_workers

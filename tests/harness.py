@@ -66,9 +66,10 @@ class Gateway:
         _merge(base, config or {})
         with open(self.config_path, "w") as f:
             yaml.safe_dump(base, f)
-        self.env = dict(os.environ, MITRITY_CONFIG=self.config_path, **(env or {}))
+        self.env = dict(os.environ)
         self.env.pop("WEB_CONCURRENCY", None)
         self.env.pop("MITRITY_POLICY_SEGMENT", None)
+        self.env.update(env or {}, MITRITY_CONFIG=self.config_path)
         self.process = None
 
     @property

@@ -20,6 +20,7 @@ library with gevent first; only then does ``load_wsgi`` import the gateway
 """
 
 import os
+import signal
 import socket
 import ssl
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ from gateway.identity import spiffe_id_from_der
 # take at most this long (a client that stops reading is cut).
 CLIENT_IO_TIMEOUT_S = 60.0
 _CLIENT_CERT_MODES = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+
+
+# Held (blocked) by the master across fork() and released by the worker once
+# its own handlers are installed; see gunicorn.conf.py.
+HELD_ACROSS_FORK = frozenset((signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGABRT))
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,10 @@ class GatewayWorker(GeventWorker):
             environ["mitrity.connection"] = self.connections.get(id(environ["gunicorn.socket"]))
             return app(environ, start_response)
         self.wsgi = with_connection
+
+    def init_signals(self):
+        super().init_signals()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_ACROSS_FORK)
 
     def timeout_ctx(self):
         # gunicorn calls this before reading each request's headers: the
