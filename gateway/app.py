@@ -18,7 +18,7 @@ def active_config():
 
 def build_application(config=None):
     config = config or active_config()
-    policies = PolicyStore(os.environ[SEGMENT_ENV])
+    policies = PolicyStore(os.environ[SEGMENT_ENV], config["dlp.builtin_patterns"])
     upstreams = Upstreams(config["providers"], config["upstream.ca_file"],
                           config["upstream.connect_timeout_s"], config["upstream.read_timeout_s"])
     admin = Admin(policies, gateway_config.admin_token(config))

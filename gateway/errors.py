@@ -48,7 +48,7 @@ def status_line(status):
     return f"{status} {STATUS_TEXT.get(status, 'Error')}"
 
 
-def error_body(code, provider=None, message=None):
+def error_body(code, provider=None, message=None, error_type=None):
     """The JSON body for reason ``code``, shaped for ``provider``.
 
     ``provider`` is "anthropic", "openai", or None for an error not tied to a
@@ -56,19 +56,23 @@ def error_body(code, provider=None, message=None):
     """
     reason = REASONS[code]
     message = message or reason.message
+    error_type = error_type or reason.error_type
     if provider == "anthropic":
-        doc = {"type": "error", "error": {"type": reason.error_type, "message": message}}
+        doc = {"type": "error", "error": {"type": error_type, "message": message}}
     elif provider == "openai":
-        doc = {"error": {"message": message, "type": reason.error_type, "param": None, "code": code}}
+        doc = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
     else:
-        doc = {"type": "error", "error": {"type": reason.error_type, "message": message,
-                                          "param": None, "code": code}}
+        doc = {"type": "error", "error": {"type": error_type, "message": message, "param": None, "code": code}}
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def stream_error_event(code, provider, message=None):
-    """The SSE event that ends a stream the gateway has to cut (SPEC section 5)."""
-    body = error_body(code, provider, message)
+def stream_error_event(code, provider, message=None, error_type=None):
+    """The SSE event that ends a stream the gateway has to cut (SPEC section 5).
+
+    SPEC gives a blocked stream the type ``permission_error`` (its table says
+    ``api_error`` for the non-streamed 502), hence ``error_type``.
+    """
+    body = error_body(code, provider, message, error_type)
     if provider == "anthropic":
         return b"event: error\ndata: " + body + b"\n\n"
     return b"data: " + body + b"\n\n"

@@ -9,7 +9,6 @@ check said yes, and any unexpected exception before forwarding denies the call
 (fail closed) with a log line that holds no content.
 """
 
-import json
 import logging
 import os
 import socket
@@ -22,10 +21,11 @@ from gunicorn.http.errors import ParseException
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
-from . import engine, identity
+from . import engine, identity, jsonspans
+from .engine.redaction import scan_strings
 from .errors import REASONS, BodyTimeout, error_body, status_line
 from .headers import request_headers, response_headers
-from .providers import ROUTES, read_call
+from .providers import ADAPTERS, ROUTES, read_call
 from .streaming import StreamRelay
 
 log = logging.getLogger("mitrity.gateway")
@@ -43,6 +43,7 @@ class Call:
     stream: bool = False
     decision: str = "blocked"   # the request-phase verdict: allowed | redacted | blocked
     reason: str | None = None
+    redactions: int = 0         # findings redacted, prompt and answer
     status: int = 0
 
 
@@ -77,6 +78,8 @@ class Gateway:
         self.max_request_bytes = config["server.max_request_bytes"]
         self.max_response_bytes = config["upstream.max_response_bytes"]
         self.body_timeout_s = config["server.body_timeout_s"]
+        self.response_scan = config["dlp.response_scan"]
+        self.holdback_bytes = config["dlp.stream_holdback_bytes"]
         self.allow_unknown = config["identity.unknown_agent"] == "allow"
         header = config["identity.api_key_header"]
         self.identity_header = header
@@ -133,19 +136,27 @@ class Gateway:
         body = self.read_body(environ)
         if body is None:
             return self.deny(start_response, call, "request_too_large", close=environ.get("gunicorn.socket"))
+        adapter = ADAPTERS[call.provider]
         try:
-            request = read_call(json.loads(body))
-        except ValueError:  # not JSON, or not UTF-8
+            # Strict: not UTF-8, not JSON, or duplicate keys (which the scan
+            # and the provider could read differently) are all a bad request.
+            request = read_call(jsonspans.loads(body))
+            prompt = adapter.prompt_strings(body) if request else ()
+        except ValueError:
             request = None
         if request is None:
             return self.deny(start_response, call, "invalid_request")
         call.model, call.stream = request.model, request.stream
 
-        verdict = engine.decide(policy, agent, call.provider, call.model)
-        if verdict.denied:
-            return self.deny(start_response, call, verdict.reason, message=verdict.message)
-        call.decision = "allowed"
-        return self.forward(environ, start_response, call, path + ("?" + query if query else ""), body)
+        decision = engine.decide(policy, agent, call.provider, call.model, prompt)
+        if decision.verdict.denied:
+            return self.deny(start_response, call, decision.verdict.reason, message=decision.verdict.message)
+        if decision.replacements:
+            body = jsonspans.replace_strings(body, decision.replacements)
+            call.decision, call.redactions = "redacted", decision.redactions
+        else:
+            call.decision = "allowed"
+        return self.forward(environ, start_response, call, policy, path + ("?" + query if query else ""), body)
 
     def read_body(self, environ):
         """The whole request body, or None when it is over the limit."""
@@ -163,7 +174,7 @@ class Gateway:
                     return None
                 parts.append(part)
 
-    def forward(self, environ, start_response, call, path_and_query, body):
+    def forward(self, environ, start_response, call, policy, path_and_query, body):
         headers = request_headers(environ, self.identity_header)
         try:
             upstream = self.upstreams.send(call.provider, path_and_query, headers, body)
@@ -176,9 +187,10 @@ class Gateway:
         answer_headers = response_headers(upstream.headers) + self.call_headers(call)
         call.status = upstream.status_code
         content_type = upstream.headers.get("content-type", "")
+        scanner = policy.scanner if self.response_scan and policy.scanner.has_patterns("response") else None
         if upstream.ok and content_type.startswith("text/event-stream"):
             start_response(status_line(upstream.status_code), answer_headers)
-            return self.relay_stream(upstream, call)
+            return self.relay_stream(upstream, call, scanner)
 
         try:
             answer = self.read_answer(upstream)
@@ -193,6 +205,21 @@ class Gateway:
             upstream.close()
             log.warning("request %s: answer over upstream.max_response_bytes", call.request_id)
             return self.deny(start_response, call, "upstream_error")
+        if upstream.ok and scanner is not None:
+            # Provider errors pass unchanged; a 2xx answer is delivered only
+            # once scanned, and never when it cannot be read or rewritten.
+            try:
+                scan = scan_strings(scanner, ADAPTERS[call.provider].answer_strings(answer), "response",
+                                    "response_blocked")
+                if scan.replacements:
+                    answer = jsonspans.replace_strings(answer, scan.replacements)
+            except ValueError:
+                log.warning("request %s: answer is not the provider's JSON; not delivered", call.request_id)
+                return self.deny(start_response, call, "upstream_error")
+            if scan.verdict.denied:
+                log.info("request %s: answer blocked by %s", call.request_id, scan.verdict.rule_ids[0])
+                return self.deny(start_response, call, "response_blocked")
+            call.redactions += scan.redactions
         start_response(status_line(upstream.status_code),
                        answer_headers + [("content-length", str(len(answer)))])
         self.record(call)
@@ -211,9 +238,10 @@ class Gateway:
                 return None
             parts.append(part)
 
-    def relay_stream(self, upstream, call):
-        """Relay an SSE answer event by event, as the provider sends it."""
-        relay = StreamRelay(call.provider)
+    def relay_stream(self, upstream, call, scanner):
+        """Relay an SSE answer event by event, as the provider sends it
+        (through the holdback window when answers are scanned)."""
+        relay = StreamRelay(call.provider, ADAPTERS[call.provider], scanner, self.holdback_bytes)
         try:
             while True:
                 try:
@@ -234,12 +262,15 @@ class Gateway:
                 out = relay.feed(chunk)
                 if out:
                     yield out
+                if relay.failure:  # blocked or garbage: the stream ends here
+                    return
         finally:
             # Also runs when the agent goes away (the server closes this
             # generator): a half-read connection is dropped, never pooled.
             # After release_conn() at the end of the stream this is a no-op.
             upstream.close()
             call.reason = call.reason or relay.failure
+            call.redactions += relay.redactions
             self.record(call)
 
     # -- answers made by the gateway ---------------------------------------
@@ -271,6 +302,6 @@ class Gateway:
     def record(self, call):
         """The call's metadata line (the usage record hooks in here)."""
         latency_ms = (time.monotonic() - call.started) * 1000
-        log.info("call %s agent=%s provider=%s model=%s stream=%s decision=%s reason=%s status=%s latency_ms=%.1f",
-                 call.request_id, call.agent_id, call.provider, call.model, call.stream, call.decision,
-                 call.reason, call.status, latency_ms)
+        log.info("call %s agent=%s provider=%s model=%s stream=%s decision=%s reason=%s status=%s redactions=%s "
+                 "latency_ms=%.1f", call.request_id, call.agent_id, call.provider, call.model, call.stream,
+                 call.decision, call.reason, call.status, call.redactions, latency_ms)

@@ -9,6 +9,7 @@ cannot compile is never published.
 
 from dataclasses import dataclass
 
+from .engine.dlp.scanner import compile_scanner
 from .engine.glob import GlobSet
 
 
@@ -26,7 +27,7 @@ class Agent:
 
 
 class Policy:
-    def __init__(self, document, generation=0, published_ns=0):
+    def __init__(self, document, generation=0, published_ns=0, builtin_patterns=True):
         self.document = document
         self.revision = document["revision"]
         self.generation = generation
@@ -40,6 +41,8 @@ class Policy:
             self._by_spiffe.update(dict.fromkeys(entry["spiffe_ids"], agent))
             self._by_key_hash.update(dict.fromkeys(entry["api_key_sha256"], agent))
         self.blocked_destinations = GlobSet(document["threat_intel"]["blocked_destinations"])
+        # RE2 automata for the built-in catalog plus the bundle's patterns.
+        self.scanner = compile_scanner(builtin_patterns, document["dlp_patterns"])
         self._approvals = {}
         for approval in document["approvals"]:
             key = (approval["agent"], approval["action"])

@@ -18,8 +18,9 @@ ATTACH_RETRY_S = 0.01  # shm_open of a missing name costs microseconds
 
 
 class PolicyStore:
-    def __init__(self, segment_name):
+    def __init__(self, segment_name, builtin_patterns=True):
         self.segment_name = segment_name
+        self.builtin_patterns = builtin_patterns
         self._reader = None
         self._next_attach = 0.0
         self._policy = None
@@ -55,7 +56,8 @@ class PolicyStore:
             snapshot = reader.read()
             if snapshot is None:
                 return
-            policy = bundle.decode(snapshot.payload, snapshot.generation, snapshot.published_ns)
+            policy = bundle.decode(snapshot.payload, snapshot.generation, snapshot.published_ns,
+                                   self.builtin_patterns)
         except Exception as exc:  # keep the last good policy; never serve a half-read one
             self._failed_generation = reader.generation()
             log.error("policy generation %s could not be loaded (%s); keeping generation %s",

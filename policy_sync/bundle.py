@@ -14,6 +14,7 @@ import re
 from datetime import datetime
 
 import msgpack
+import re2
 import yaml
 
 from gateway.certs import parse_spiffe_id
@@ -27,6 +28,8 @@ _ACTION_PREFIX = "llm:send:"
 INDICATOR_TYPES = ("domain", "ip", "url", "string")
 DLP_ACTIONS = ("redact", "block")
 DLP_TARGETS = ("prompt", "response")
+_RE2_QUIET = re2.Options()
+_RE2_QUIET.log_errors = False  # the rejection is reported once, by policy-sync
 
 
 class BundleError(ValueError):
@@ -138,10 +141,12 @@ def _dlp_patterns(value):
             raise BundleError(f"{where}.regex", "is required (only a builtin.* override may omit it)")
         if regex is not None:
             regex = _text(regex, f"{where}.regex", 4096)
+            # RE2 refuses what it cannot run in time linear in the text
+            # (backreferences, lookaround): such a pattern rejects the bundle.
             try:
-                re.compile(regex)
-            except re.error as exc:
-                raise BundleError(f"{where}.regex", f"does not compile: {exc}") from None
+                re2.compile(regex, _RE2_QUIET)
+            except re2.error as exc:
+                raise BundleError(f"{where}.regex", f"not a linear-time (RE2) pattern: {exc}") from None
         action = entry.get("action", "redact")
         if action not in DLP_ACTIONS:
             raise BundleError(f"{where}.action", "must be redact or block")
@@ -237,6 +242,6 @@ def prepare(raw):
     return document, msgpack.packb(document, use_bin_type=True)
 
 
-def decode(payload, generation=0, published_ns=0):
+def decode(payload, generation=0, published_ns=0, builtin_patterns=True):
     """What a worker does with a published payload."""
-    return Policy(msgpack.unpackb(payload, raw=False), generation, published_ns)
+    return Policy(msgpack.unpackb(payload, raw=False), generation, published_ns, builtin_patterns)

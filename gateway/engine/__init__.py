@@ -2,21 +2,32 @@
 engine runs them in the declared order and the first denial wins.
 
 Order (SPEC section 5): identity (done before the body is read), mission
-(which includes blocked destinations), then threat intel indicators and
-injection, DLP block, DLP redact as those checks are added.
+(which includes blocked destinations), DLP block, DLP redact. Threat-intel
+indicators and prompt-injection rules will sit between mission and DLP.
 """
 
 import time
+from dataclasses import dataclass
 
 from . import mission
-from .verdict import ALLOWED
+from .redaction import scan_strings
+from .verdict import ALLOWED, Verdict
 
 
-def decide(policy, agent, provider, model, now=None):
-    """The request-phase verdict for ``agent`` calling ``provider``/``model``."""
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    replacements: tuple = ()   # (StringValue, redacted text): the prompt rewrites to make
+    redactions: int = 0
+
+
+def decide(policy, agent, provider, model, prompt_strings=(), now=None):
+    """The request-phase decision for ``agent`` sending ``prompt_strings`` to ``provider``/``model``."""
     now = time.time() if now is None else now
-    action = mission.action_for(provider, model)
-    verdict = mission.check(policy, agent, action, now)
+    verdict = mission.check(policy, agent, mission.action_for(provider, model), now)
     if verdict.denied:
-        return verdict
-    return ALLOWED
+        return Decision(verdict)
+    scan = scan_strings(policy.scanner, prompt_strings, "prompt", "dlp_blocked")
+    if scan.verdict.denied:
+        return Decision(scan.verdict)
+    return Decision(ALLOWED, scan.replacements, scan.redactions)

@@ -31,3 +31,9 @@ def read_call(document):
     if any(c.isspace() or not c.isprintable() for c in model):
         return None
     return CallRequest(model, document.get("stream") is True)
+
+
+from . import anthropic, openai  # noqa: E402  (the adapters import shared helpers only)
+
+# provider name -> adapter module: prompt_strings, answer_strings, text_delta, with_text
+ADAPTERS = {"anthropic": anthropic, "openai": openai}

@@ -127,7 +127,7 @@ def test_provider_receives_exact_request(gateway, provider):
 
 def test_stream_events_arrive_as_sent(gateway, provider):
     """Each event reaches the agent while the provider is still generating."""
-    provider.script(chunks=["one", "two", "three"], chunk_delay_s=0.6)
+    provider.script(chunks=["One. ", "Two. ", "Three. "], chunk_delay_s=0.6)
     body = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 8, "stream": True,
                        "messages": [{"role": "user", "content": "x"}]})
     import time

@@ -50,6 +50,10 @@ _END = r"""(?:[\s,;"'`)}\]&]|$)"""                        # what may follow a li
 _QUOTED = r""""[^"\r\n]+"|'[^'\r\n]+'|`[^`\r\n]+`"""
 _PEM_HEAD = r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
 _PEM_TAIL = r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+# A PEM body: base64, headers (Proc-Type: 4,ENCRYPTED), line breaks real or
+# escaped, quotes and + of a string split over lines; never "--", so a body
+# cannot run past its END line.
+_PEM_BODY = r"""(?:[A-Za-z0-9+/=\s"'\\,:.]|-[A-Za-z0-9])*"""
 _B64_LINE = r"(?:[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9+/]{1,15}={1,2})"
 _PEM_SEP = r"""(?:\s|\\[nrt]|["'+,])*"""
 # "PRIVATE KEY" base64-encoded at each of the three byte alignments.
@@ -119,7 +123,7 @@ BUILTIN = (
     _p("nuget-api-key", r"\boy2[a-z0-9]{43}\b"),
     # --- keys and tokens by structure -------------------------------------
     _p("private-key",
-       _PEM_HEAD + r"(?:[\s\S]*?" + _PEM_TAIL + r"|(?:" + _PEM_SEP + _B64_LINE + r")+)"
+       _PEM_HEAD + r"(?:" + _PEM_BODY + _PEM_TAIL + r"|(?:" + _PEM_SEP + _B64_LINE + r")+)"
        r"|\bLS0tLS1CRUdJTi[A-Za-z0-9+/]{0,60}?" + _B64_PRIVATE_KEY + r"[A-Za-z0-9+/]{32,}={0,2}"),
     _p("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
     _p("url-credentials",
@@ -128,7 +132,7 @@ BUILTIN = (
        r"""(?i:\bauthorization\b["']?\s*[:=]\s*["']?(?:bearer|basic|token|bot)\s+)([A-Za-z0-9._~+/=-]{8,})""",
        group=1),
     _p("secret-assignment",
-       r"(?i:[A-Za-z0-9_.$-]*?(?:" + _SECRET_KEYS + "))" + _ASSIGN
+       r"(?i:" + _SECRET_KEYS + ")" + _ASSIGN
        + r"(" + _QUOTED + r"""|[^\s"'`,;(){}\[\]<>$.]{4,})""" + _END,
        validator=validators.secret_value, group=1),
     _p("password-phrase",

@@ -154,13 +154,14 @@ class _Target:
 
 
 class Hit:
-    """One validated match before merging: the finding span, where the
-    regex match itself starts (code points) and the pattern entry."""
+    """One validated match before merging: the finding span (the pattern's
+    group), the whole regex match's span (code points) and the pattern."""
 
-    __slots__ = ("start", "end", "match_start", "entry")
+    __slots__ = ("start", "end", "match_start", "match_end", "entry", "valid")
 
-    def __init__(self, start, end, match_start, entry):
-        self.start, self.end, self.match_start, self.entry = start, end, match_start, entry
+    def __init__(self, start, end, match_start, match_end, entry, valid=True):
+        self.start, self.end, self.entry, self.valid = start, end, entry, valid
+        self.match_start, self.match_end = match_start, match_end
 
     def __repr__(self):
         return f"Hit({self.entry.pattern.id}, {self.start}, {self.end})"
@@ -196,8 +197,10 @@ class Scanner:
         return self.merge(self.hits(text, target, start, end))
 
     def hits(self, text, target, start=0, end=None):
-        """Validated matches inside ``text[start:end]``, unmerged, each
-        pattern's own leftmost-first sequence (see the module docstring)."""
+        """Matches inside ``text[start:end]``, unmerged: each pattern's own
+        leftmost-first sequence (see the module docstring). A match whose
+        group is empty or fails the validator is kept with ``valid=False``:
+        it is no finding, but the pattern's next match starts after it."""
         tgt = self._target(target)
         n = len(text)
         end = n if end is None else max(0, min(end, n))
@@ -229,19 +232,21 @@ class Scanner:
         for entry in candidates or tgt.entries:
             validator, group = entry.validator, entry.group
             for m in entry.regex.finditer(data, bpos, bend):
+                ms, me = m.span()
                 s, e = m.span(group)
-                if s < 0 or s == e:
-                    continue
-                if validator is not None and not validator(data[s:e].decode("utf-8", "surrogatepass")):
-                    continue
-                raw.append((s, e, m.start(), entry))
+                valid = s >= 0 and s < e and (
+                    validator is None or validator(data[s:e].decode("utf-8", "surrogatepass")))
+                if not valid:
+                    s, e = ms, me         # kept for its span: it still ends the chain's step
+                raw.append((s, e, ms, me, entry, valid))
         if not raw:
             return []
         if ascii_only:
-            out = [Hit(s + cs, e + cs, ms + cs, entry) for s, e, ms, entry in raw]
+            out = [Hit(s + cs, e + cs, ms + cs, me + cs, entry, v) for s, e, ms, me, entry, v in raw]
         else:
-            chars = _char_offsets(data, {x for s, e, ms, _ in raw for x in (s, e, ms)})
-            out = [Hit(chars[s] + cs, chars[e] + cs, chars[ms] + cs, entry) for s, e, ms, entry in raw]
+            chars = _char_offsets(data, {x for s, e, ms, me, *_ in raw for x in (s, e, ms, me)})
+            out = [Hit(chars[s] + cs, chars[e] + cs, chars[ms] + cs, chars[me] + cs, entry, v)
+                   for s, e, ms, me, entry, v in raw]
         out.sort(key=_hit_order)
         return out
 
@@ -249,7 +254,7 @@ class Scanner:
     def merge(hits) -> list[Finding]:
         """Merge overlapping hits into findings (see the module docstring)."""
         findings, group, group_end = [], [], -1
-        for hit in sorted(hits, key=_hit_order):
+        for hit in sorted((h for h in hits if h.valid), key=_hit_order):
             if group and hit.start < group_end:
                 group.append(hit)
                 group_end = max(group_end, hit.end)

@@ -217,19 +217,19 @@ def test_decide_applies_the_mission():
                          blocked=["llm:send:openai:gpt-3.5-turbo-instruct"],
                          approvals=[{"agent": AGENT, "action": "llm:send:openai:o3-mini", "expires_at": EXPIRES}])
     bot = agent(policy)
-    assert decide(policy, bot, "openai", "gpt-4o-mini", now=BEFORE) == ALLOWED
-    assert decide(policy, bot, "openai", "o3-mini", now=BEFORE) == ALLOWED
-    assert decide(policy, bot, "openai", "o3-mini", now=AFTER).reason == "approval_required"
-    assert decide(policy, bot, "openai", "gpt-3.5-turbo-instruct", now=BEFORE).reason == "threat_detected"
-    assert decide(policy, bot, "anthropic", "claude-opus-4", now=BEFORE).reason == "mission_denied"
+    assert decide(policy, bot, "openai", "gpt-4o-mini", now=BEFORE).verdict == ALLOWED
+    assert decide(policy, bot, "openai", "o3-mini", now=BEFORE).verdict == ALLOWED
+    assert decide(policy, bot, "openai", "o3-mini", now=AFTER).verdict.reason == "approval_required"
+    assert decide(policy, bot, "openai", "gpt-3.5-turbo-instruct", now=BEFORE).verdict.reason == "threat_detected"
+    assert decide(policy, bot, "anthropic", "claude-opus-4", now=BEFORE).verdict.reason == "mission_denied"
     unbound = Agent("unbound:apikey:0123456789ab", None)
-    assert decide(policy, unbound, "anthropic", "claude-opus-4", now=BEFORE) == ALLOWED
-    assert decide(policy, unbound, "openai", "gpt-3.5-turbo-instruct", now=BEFORE).reason == "threat_detected"
+    assert decide(policy, unbound, "anthropic", "claude-opus-4", now=BEFORE).verdict == ALLOWED
+    assert decide(policy, unbound, "openai", "gpt-3.5-turbo-instruct", now=BEFORE).verdict.reason == "threat_detected"
 
 
 def test_decide_message_names_the_approval_id():
     policy = make_policy(require_approval=["llm:send:openai:o3*"])
-    verdict = decide(policy, agent(policy), "openai", "o3", now=BEFORE)
+    verdict = decide(policy, agent(policy), "openai", "o3", now=BEFORE).verdict
     assert expected_approval_id(AGENT, "llm:send:openai:o3") in verdict.message
 
 
@@ -238,7 +238,7 @@ def test_decide_uses_the_clock_when_now_is_not_given():
     action = "llm:send:openai:o3"
     policy = make_policy(require_approval=[action],
                          approvals=[{"agent": AGENT, "action": action, "expires_at": "2000-01-01T00:00:00Z"}])
-    assert decide(policy, agent(policy), "openai", "o3").reason == "approval_required"
+    assert decide(policy, agent(policy), "openai", "o3").verdict.reason == "approval_required"
     policy = make_policy(require_approval=[action],
                          approvals=[{"agent": AGENT, "action": action, "expires_at": "9999-01-01T00:00:00Z"}])
-    assert decide(policy, agent(policy), "openai", "o3") == ALLOWED
+    assert decide(policy, agent(policy), "openai", "o3").verdict == ALLOWED
