@@ -1,8 +1,9 @@
 """Pooled, verified TLS connections toward the providers.
 
-One ``requests.Session`` per worker process, built after the fork (after gevent
-has patched ``socket`` and ``ssl``), with its own SSL context: the system trust
-store plus ``upstream.ca_file``, TLS 1.2 minimum, hostname verification on.
+One ``requests`` transport adapter (and its connection pools) per worker
+process, built after the fork (after gevent has patched ``socket`` and
+``ssl``), with its own SSL context: the system trust store plus
+``upstream.ca_file``, TLS 1.2 minimum, hostname verification on.
 Connections are kept alive and reused across calls; a stream the agent
 abandons is closed, never returned to the pool half-read.
 """
@@ -47,22 +48,24 @@ def client_context(ca_file=None):
 
 class Upstreams:
     def __init__(self, providers, ca_file=None, connect_timeout_s=10.0, read_timeout_s=600.0):
-        self.providers = dict(providers)  # name -> https base URL
+        self.providers = dict(providers)  # name -> https base URL (config allows only https://)
         self.timeout = (connect_timeout_s, read_timeout_s)
-        self.session = requests.Session()
-        # Only the agent's headers go out: no python-requests defaults.
-        self.session.headers.clear()
-        # Environment proxy settings and netrc must not redirect or decorate
-        # governed traffic.
-        self.session.trust_env = False
-        adapter = _TLSAdapter(client_context(ca_file), pool_connections=len(self.providers) or 1,
-                              pool_maxsize=POOL_CONNECTIONS_PER_HOST, max_retries=0)
-        self.session.mount("https://", adapter)  # config allows only https:// upstreams
+        self.adapter = _TLSAdapter(client_context(ca_file), pool_connections=len(self.providers) or 1,
+                                   pool_maxsize=POOL_CONNECTIONS_PER_HOST, max_retries=0)
 
     def send(self, provider, path_and_query, headers, body):
-        """POST to the provider; the answer's body is left unread (stream=True)."""
-        return self.session.post(self.providers[provider] + path_and_query, data=body, headers=dict(headers),
-                                 timeout=self.timeout, stream=True, allow_redirects=False, verify=True)
+        """POST to the provider; the answer's body is left unread (stream=True).
+
+        The prepared request goes straight to the transport adapter, without
+        a Session: cookies, auth, hooks, redirects, environment proxies and
+        default headers have no part in a proxied call (only the agent's
+        headers go out), and skipping them is a measurable share of the
+        gateway's CPU per call.
+        """
+        request = requests.PreparedRequest()
+        request.prepare(method="POST", url=self.providers[provider] + path_and_query, headers=dict(headers),
+                        data=body)
+        return self.adapter.send(request, stream=True, timeout=self.timeout, verify=True, proxies={})
 
     def close(self):
-        self.session.close()
+        self.adapter.close()

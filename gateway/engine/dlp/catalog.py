@@ -41,13 +41,16 @@ class Pattern:
     action: str = "redact"      # redact | block
     applies_to: frozenset = TARGETS
     validator: Callable[[str], bool] | None = None   # gets the matched text (of `group`)
-    group: int = 0              # which capture group is the secret span
+    group: int = 0              # which capture group is the secret span (if it did not take part
+                                # in the match, the next group that did: one per alternative)
 
 
 # Fragments shared by several patterns.
 _ASSIGN = r"""["']?\s*(?::=|=>|==|!=|=|:)\s*"""          # key, then = : := => == !=
-_END = r"""(?:[\s,;"'`)}\]&]|$)"""                        # what may follow a literal value
-_QUOTED = r""""[^"\r\n]+"|'[^'\r\n]+'|`[^`\r\n]+`"""
+_END = r"""(?:[\s,;"'`)}\]&]|$)"""                        # what may follow a bare literal value
+# A quoted literal: the secret is the text inside the quotes, one capture
+# group per quote style (Pattern.group falls through to the one that took part).
+_QUOTED = r"""\\?"([^"\r\n]+?)\\?"|'([^'\r\n]+)'|`([^`\r\n]+)`"""
 _PEM_HEAD = r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
 _PEM_TAIL = r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
 # A PEM body: base64, headers (Proc-Type: 4,ENCRYPTED), line breaks real or
@@ -60,7 +63,7 @@ _PEM_SEP = r"""(?:\s|\\[nrt]|["'+,])*"""
 _B64_PRIVATE_KEY = r"(?:UFJJVkFURSBLRV|SSVZBVEUgS0VZ|QUklWQVRFIEtFW)"
 
 _SECRET_KEYS = (r"password|passwd|passphrase|pwd|secret|token|api[_.-]?key|apikey|access[_.-]?key"
-                r"|auth[_.-]?key|private[_.-]?key|client[_.-]?secret|credentials?")
+                r"|auth[_.-]?key|private[_.-]?key|client[_.-]?secret|license[_.-]?key|credentials?|[_.-]pat")
 
 
 def _p(name, regex, validator=None, group=0):
@@ -107,17 +110,21 @@ BUILTIN = (
     _p("doppler-token", r"\bdp\.(?:ct|pt|st|sa|scim|audit)\.(?:[A-Za-z0-9_-]{1,40}\.)?[A-Za-z0-9]{40,44}\b"),
     _p("age-secret-key", r"\bAGE-SECRET-KEY-1[0-9A-Z]{58}\b"),
     _p("postman-api-key", r"\bPMAK-[a-f0-9]{24}-[a-f0-9]{34}\b"),
-    _p("grafana-token", r"\b(?:glc_[A-Za-z0-9+/]{32,}={0,2}|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}\b)"),
+    _p("grafana-token",
+       r"\b(?:glc_[A-Za-z0-9+/]{32,}={0,2}|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}\b|eyJrIjoi[A-Za-z0-9+/]{40,}={0,2})"),
     _p("groq-api-key", r"\bgsk_[A-Za-z0-9]{52}\b"),
     _p("telegram-bot-token", r"\b[0-9]{8,10}:AA[A-Za-z0-9_-]{32,33}"),
     _p("vault-token", r"\bhv[sbr]\.[A-Za-z0-9_-]{24,}"),
+    _p("vault-unseal-key", r"(?i:\bunseal key(?: [0-9]{1,2})?:|\boperator unseal)\s+([A-Za-z0-9+/]{40,}={0,2})",
+       group=1),
+    _p("azure-devops-pat", r"\b[A-Za-z0-9]{52}JQQJ9[0-9A-Za-z]{19}AZDO[A-Za-z0-9]{4}\b"),
     _p("dockerhub-token", r"\bdckr_pat_[A-Za-z0-9_-]{27,}"),
-    _p("sourcegraph-token", r"\bsgp_(?:[a-fA-F0-9]{16}|local)_[a-fA-F0-9]{40}\b"),
+    _p("sourcegraph-token", r"\bsgp_(?:(?:[a-fA-F0-9]{16}|local)_)?[a-fA-F0-9]{40}\b"),
     _p("tavily-api-key", r"\btvly-(?:dev-|prod-)?[A-Za-z0-9]{32}\b"),
     _p("square-token", r"\b(?:sq0atp|sq0csp)-[0-9A-Za-z_-]{22,43}"),
     _p("mailgun-api-key", r"\bkey-[0-9a-f]{32}\b"),
     _p("mailchimp-api-key", r"\b[0-9a-f]{32}-us[0-9]{1,2}\b"),
-    _p("newrelic-key", r"\bNR(?:AK|II|AA)-[A-Za-z0-9]{27}\b"),
+    _p("newrelic-key", r"\b(?:NRAK-[A-Z0-9]{27}|NRAA-[a-f0-9]{27}|NRI[IQ]-[A-Za-z0-9_-]{32}|NRJS-[a-f0-9]{19}|[a-z0-9]{36}NRAL)\b"),
     _p("rubygems-api-key", r"\brubygems_[a-f0-9]{48}\b"),
     _p("artifactory-api-key", r"\bAKCp[A-Za-z0-9]{69}\b"),
     _p("nuget-api-key", r"\boy2[a-z0-9]{43}\b"),
@@ -133,11 +140,11 @@ BUILTIN = (
        group=1),
     _p("secret-assignment",
        r"(?i:" + _SECRET_KEYS + ")" + _ASSIGN
-       + r"(" + _QUOTED + r"""|[^\s"'`,;(){}\[\]<>$.]{4,})""" + _END,
+       + r"(?:" + _QUOTED + r"""|([^\s"'`,;(){}\[\]<>$.]{4,})""" + _END + ")",
        validator=validators.secret_value, group=1),
     _p("password-phrase",
-       r"""(?i:\b(?:password|passphrase|passcode)\b[^\n.!?]{0,40}?\s(?:is|was)\s+)("""
-       + _QUOTED + r"""|[A-Za-z0-9!@#$%^&*_+=~|\\/-]*[0-9!@#$%^&*_+=~|\\/-][A-Za-z0-9!@#$%^&*_+=~|\\/-]*)""",
+       r"""(?i:\b(?:password|passphrase|passcode)\b[^\n.!?]{0,40}?\s(?:is|was)\s+)(?:"""
+       + _QUOTED + r"""|([A-Za-z0-9!@#$%^&*_+=~|\\/-]*[0-9!@#$%^&*_+=~|\\/-][A-Za-z0-9!@#$%^&*_+=~|\\/-]*))""",
        validator=validators.secret_value, group=1),
     # --- personal data ------------------------------------------------------
     _p("email", r"\b[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b"),
@@ -150,7 +157,7 @@ BUILTIN = (
        r"(?:\+[1-9][0-9]{0,2}[ .-]?(?:\(0\)[ .-]?)?(?:\([0-9]{1,4}\)[ .-]?)?[0-9]{1,4}(?:[ .-]?[0-9]{1,4}){1,5}"
        r"|\b00[1-9][0-9]{0,2}[ .-][0-9]{1,4}(?:[ .-][0-9]{1,4}){1,5}"
        r"|\([0-9]{2,4}\)[ .-]?[0-9]{2,4}(?:[ .-]?[0-9]{2,4}){1,3}"
-       r"|\b[0-9]{2,5}(?:[ .-][0-9]{2,4}){1,4})"
+       r"|\b[0-9]{2,5}(?:[ .-][0-9]{2,8}){1,4})"
        r"(?:[ ]?(?:x|ext\.?)[ ]?[0-9]{1,5})?\b",
        validator=validators.phone_number),
 )

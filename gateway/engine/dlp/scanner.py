@@ -234,6 +234,10 @@ class Scanner:
             for m in entry.regex.finditer(data, bpos, bend):
                 ms, me = m.span()
                 s, e = m.span(group)
+                g = group
+                while s < 0 and g < entry.regex.groups:     # that group did not take part: the next one
+                    g += 1
+                    s, e = m.span(g)
                 valid = s >= 0 and s < e and (
                     validator is None or validator(data[s:e].decode("utf-8", "surrogatepass")))
                 if not valid:

@@ -29,9 +29,10 @@ IBAN_LENGTHS = {
 # secret: type names, language constants, placeholders.
 NOT_SECRETS = frozenset("""
     none null nil true false undefined string str bytes int integer number bool boolean object any
-    optional required empty self this password passwd secret token value changeit
-    your_password yourpassword your_token your_api_key xxx redacted hidden masked
+    optional required empty self this your_password yourpassword your_token your_api_key redacted
 """.split())
+# How a value starts when it is a reference, a template or a path, not a literal.
+NOT_LITERAL_STARTS = ("$", "%", "{", "<", "&lt;", "#{", "/", "~/", "arn:", "+", ".", ",", ";", ":")
 
 
 def _groups(text, separators):
@@ -135,14 +136,16 @@ def phone_number(text):
         if cut > 0 and body[cut + len(marker):].strip().isdigit():
             body = body[:cut].rstrip()
             break
-    international = body.startswith("+") or body.startswith("00")
+    international = body.startswith("+") or (body.startswith("00") and not body.startswith("000"))
     parens = "(" in body
     stripped = body.lstrip("+").replace("(", " ").replace(")", " ")
     groups, used = _groups(stripped, " .-")
     groups = [g for g in groups if g]
     digits = "".join(groups)
-    if not set(digits) <= DIGITS or not 7 <= len(digits) <= (15 if international else 12):
+    if not set(digits) <= DIGITS or not (8 if international else 7) <= len(digits) <= (15 if international else 12):
         return False
+    if [len(g) for g in groups] == [3, 2, 4]:
+        return False                  # the shape of a US SSN
     if not international and not parens:
         if len(used) > 1 or _looks_like_date(groups, used):
             return False
@@ -153,20 +156,18 @@ def phone_number(text):
             return False
         if len(groups) == 2 and not (digits[0] == "0" or sizes in ([3, 4], [4, 4], [2, 6], [3, 5])):
             return False
+        if any(size > 4 for size in sizes[1:]) and digits[0] != "0" and sizes != [2, 6]:
+            return False
     return len(set(digits)) > 2
 
 
 def secret_value(text):
     """The value of a ``password = ...`` style assignment is a literal secret:
-    not empty, not a placeholder, a type name, a variable or a template."""
-    value = text
-    if len(value) >= 2 and value[0] in "\"'`" and value[-1] == value[0]:
-        value = value[1:-1]
-    value = value.strip()
-    if len(value) < 4 or value.lower() in NOT_SECRETS:
+    at least 4 characters, not a placeholder, a type name, a reference, a
+    template, a path, or code concatenating strings (``" + f() + "``)."""
+    value = text.strip().strip("\"'`\\").strip()
+    if len(value) < 4 or value.lower() in NOT_SECRETS or len(set(value)) == 1:
         return False
-    if len(set(value)) == 1 or value[0] in "$%{<[(#" or "{{" in value or "${" in value:
+    if value.startswith(NOT_LITERAL_STARTS) or value.endswith("+") or "{{" in value or "${" in value:
         return False
-    if value.startswith("<") or (value.startswith("[") and value.endswith("]")):
-        return False
-    return True
+    return not (value.startswith("[") and value.endswith("]"))
