@@ -5,6 +5,7 @@ setup(
     version="0.1.0",
     description="TLS-terminating egress gateway that governs AI agents' calls to LLM providers",
     packages=find_packages(include=["gateway", "gateway.*", "workers", "workers.*", "policy_sync", "policy_sync.*"]),
+    package_data={"gateway.usage": ["prices.yaml"]},
     python_requires=">=3.11",
     install_requires=[
         "gunicorn[gevent]==27.0.1",
@@ -15,6 +16,7 @@ setup(
         "msgpack==1.2.4",
         "posix-ipc==1.3.2",
         "cryptography==50.0.2",
+        "google-re2==1.1.20251105",
     ],
     extras_require={
         "test": [
