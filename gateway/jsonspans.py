@@ -181,6 +181,53 @@ def replace_strings(raw, replacements):
     return b"".join(pieces)
 
 
+def replace_spans(raw, edits):
+    """``raw`` with parts of string literals replaced, every other byte unchanged.
+
+    ``edits`` is a list of ``(StringValue, [(start, end, text), ...])`` with
+    code-point offsets into the string's value. Only the bytes that spell
+    ``value[start:end]`` change (escapes elsewhere in the literal keep their
+    spelling); ``text`` is escaped in the literal's style (see replace_strings).
+    """
+    raw = bytes(raw)
+    pieces, pos = [], 0
+    for old, spans in sorted(edits, key=lambda e: e[0].start):
+        literal = raw[old.start:old.end]
+        if old.start < pos or not _is_literal_of(literal, old.value):
+            raise ValueError("replacement spans overlap or do not match the document")
+        offsets = _char_offsets(literal)
+        ascii_only = literal.isascii()
+        for start, end, text in sorted(spans):
+            begin = old.start + offsets[start]
+            if begin < pos:
+                raise ValueError("replacement spans overlap")
+            pieces += (raw[pos:begin], _literal(text, ascii_only)[1:-1])
+            pos = old.start + offsets[end]
+    pieces.append(raw[pos:])
+    return b"".join(pieces)
+
+
+def _char_offsets(literal):
+    """Byte offset, in a valid JSON string literal, where each decoded code
+    point starts; one more entry for the closing quote."""
+    offsets, i, end = [], 1, len(literal) - 1
+    while i < end:
+        offsets.append(i)
+        byte = literal[i]
+        if byte == 0x5C:  # backslash
+            if literal[i + 1] == 0x75:  # \uXXXX, a surrogate pair is one code point
+                high = int(literal[i + 2:i + 6], 16)
+                pair = (0xD800 <= high < 0xDC00 and literal[i + 6:i + 8] == b"\\u"
+                        and 0xDC00 <= int(literal[i + 8:i + 12], 16) < 0xE000)
+                i += 12 if pair else 6
+            else:
+                i += 2
+        else:  # one UTF-8 sequence
+            i += 1 if byte < 0x80 else 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+    offsets.append(end)
+    return offsets
+
+
 def _is_literal_of(literal, value):
     """Whether ``literal`` is exactly one JSON string literal decoding to ``value``.
 

@@ -151,8 +151,8 @@ class Gateway:
         decision = engine.decide(policy, agent, call.provider, call.model, prompt)
         if decision.verdict.denied:
             return self.deny(start_response, call, decision.verdict.reason, message=decision.verdict.message)
-        if decision.replacements:
-            body = jsonspans.replace_strings(body, decision.replacements)
+        if decision.edits:
+            body = jsonspans.replace_spans(body, decision.edits)
             call.decision, call.redactions = "redacted", decision.redactions
         else:
             call.decision = "allowed"
@@ -211,8 +211,8 @@ class Gateway:
             try:
                 scan = scan_strings(scanner, ADAPTERS[call.provider].answer_strings(answer), "response",
                                     "response_blocked")
-                if scan.replacements:
-                    answer = jsonspans.replace_strings(answer, scan.replacements)
+                if scan.edits:
+                    answer = jsonspans.replace_spans(answer, scan.edits)
             except ValueError:
                 log.warning("request %s: answer is not the provider's JSON; not delivered", call.request_id)
                 return self.deny(start_response, call, "upstream_error")

@@ -17,16 +17,18 @@ it. Events wait in one queue in the provider's order:
   it was redacted, otherwise with the redacted text). When a release contains
   a redaction the released text goes out in the first waiting event of that
   block, and the other events it consumed are dropped;
-- a framing event (roles, tool calls, usage, stops) ends the text before it:
-  every window is flushed first, then the event waits behind the text events
-  queued before it. Pings and comments are the exception: they do not end the
-  text (a secret may straddle them), they only wait their turn.
+- a framing event (roles, tool calls, usage, stops) ends the text of the
+  block or choice it names (all of them for message-level events): those
+  windows are flushed first, then the event waits behind the text events
+  queued before it. Pings and comments do not end any text (a secret may
+  straddle them); they only wait their turn.
 
 A ``block`` finding ends the stream: the text released before the match goes
 out, then the provider-shaped error event, and nothing more. If the provider's
 stream breaks, what is held is scanned and delivered, then the error event.
 """
 
+import json
 from collections import deque
 
 from .engine.dlp.holdback import HoldbackScanner
@@ -118,15 +120,21 @@ class StreamRelay:
         if _is_neutral(event):
             self._queue.append(event)
             return self._drain()
-        flushed = self._flush_all()
+        flushed = self._flush(_named_indexes(event))
         if self.failure:
             return flushed
         self._queue.append(event)
         return flushed + self._drain()
 
     def _flush_all(self):
+        return self._flush(None)
+
+    def _flush(self, indexes):
+        """End the text of the windows of ``indexes`` (None: all of them)."""
         out = []
         for index, window in list(self._windows.items()):
+            if indexes is not None and index not in indexes:
+                continue
             released, blocked = window.finish()
             del self._windows[index]
             out.append(self._released(index, window, released, blocked))
@@ -185,6 +193,28 @@ class StreamRelay:
         if blocking:
             self._queue.clear()
         return b"".join(out)
+
+
+def _named_indexes(event):
+    """The content blocks (Anthropic ``index``) or choices (OpenAI
+    ``choices[].index``) a framing event ends the text of: a block's stop, a
+    choice's finish or tool call ends only that one. None (all) for events
+    about the whole message: message_delta, message_stop, usage, [DONE], errors."""
+    data = event_data(event)
+    try:
+        document = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    if isinstance(document.get("index"), int):
+        return {document["index"]}
+    choices = document.get("choices")
+    if isinstance(choices, list) and choices:
+        indexes = {c.get("index") for c in choices if isinstance(c, dict)}
+        if all(isinstance(i, int) for i in indexes):
+            return indexes
+    return None
 
 
 def _is_neutral(event):

@@ -17,7 +17,7 @@ from .verdict import ALLOWED, Verdict
 @dataclass(frozen=True)
 class Decision:
     verdict: Verdict
-    replacements: tuple = ()   # (StringValue, redacted text): the prompt rewrites to make
+    edits: tuple = ()          # (StringValue, spans): the prompt rewrites to make
     redactions: int = 0
 
 
@@ -30,4 +30,4 @@ def decide(policy, agent, provider, model, prompt_strings=(), now=None):
     scan = scan_strings(policy.scanner, prompt_strings, "prompt", "dlp_blocked")
     if scan.verdict.denied:
         return Decision(scan.verdict)
-    return Decision(ALLOWED, scan.replacements, scan.redactions)
+    return Decision(ALLOWED, scan.edits, scan.redactions)

@@ -13,9 +13,14 @@ Writing patterns for this engine:
   common subset (no ``\\z``: ``$`` is end of text without ``(?m)``).
 - Matching is leftmost-first, as in Perl, per pattern; patterns do not see
   each other's matches. ``\\b``, ``\\d``, ``\\w``, ``\\s`` are ASCII in RE2.
-- Prefer ``+``/``*`` to large counted repetitions when the bound buys no
-  precision: counters multiply the states of the combined prefilter DFA.
+- Prefer ``+``/``*`` to large counted repetitions, above all at the start of
+  a pattern (``[a-z0-9]{36}NRAL`` counts inside every word of every text):
+  counters multiply the states of the combined prefilter DFA. Check the
+  length in a validator instead (validators.shape).
 - Validators see only the matched text, never its surroundings.
+- A secret that can be longer than the stream's holdback window should be a
+  match while it is still arriving (the PEM pattern's unterminated form):
+  the window then carries it past the window instead of cutting it.
 
 merge_patterns() applies the policy's ``dlp_patterns``: an entry whose id is a
 built-in id overrides that built-in (its action and applies_to; a regex, when
@@ -57,7 +62,6 @@ _PEM_TAIL = r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
 # escaped, quotes and + of a string split over lines; never "--", so a body
 # cannot run past its END line.
 _PEM_BODY = r"""(?:[A-Za-z0-9+/=\s"'\\,:.]|-[A-Za-z0-9])*"""
-_B64_LINE = r"(?:[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9+/]{1,15}={1,2})"
 _PEM_SEP = r"""(?:\s|\\[nrt]|["'+,])*"""
 # "PRIVATE KEY" base64-encoded at each of the three byte alignments.
 _B64_PRIVATE_KEY = r"(?:UFJJVkFURSBLRV|SSVZBVEUgS0VZ|QUklWQVRFIEtFW)"
@@ -117,20 +121,26 @@ BUILTIN = (
     _p("vault-token", r"\bhv[sbr]\.[A-Za-z0-9_-]{24,}"),
     _p("vault-unseal-key", r"(?i:\bunseal key(?: [0-9]{1,2})?:|\boperator unseal)\s+([A-Za-z0-9+/]{40,}={0,2})",
        group=1),
-    _p("azure-devops-pat", r"\b[A-Za-z0-9]{52}JQQJ9[0-9A-Za-z]{19}AZDO[A-Za-z0-9]{4}\b"),
+    _p("azure-devops-pat", r"\b[A-Za-z0-9]+JQQJ9[0-9A-Za-z]+AZDO[A-Za-z0-9]{4}\b",
+       validator=validators.shape(52, "JQQJ9", 84)),
     _p("dockerhub-token", r"\bdckr_pat_[A-Za-z0-9_-]{27,}"),
     _p("sourcegraph-token", r"\bsgp_(?:(?:[a-fA-F0-9]{16}|local)_)?[a-fA-F0-9]{40}\b"),
     _p("tavily-api-key", r"\btvly-(?:dev-|prod-)?[A-Za-z0-9]{32}\b"),
     _p("square-token", r"\b(?:sq0atp|sq0csp)-[0-9A-Za-z_-]{22,43}"),
     _p("mailgun-api-key", r"\bkey-[0-9a-f]{32}\b"),
-    _p("mailchimp-api-key", r"\b[0-9a-f]{32}-us[0-9]{1,2}\b"),
-    _p("newrelic-key", r"\b(?:NRAK-[A-Z0-9]{27}|NRAA-[a-f0-9]{27}|NRI[IQ]-[A-Za-z0-9_-]{32}|NRJS-[a-f0-9]{19}|[a-z0-9]{36}NRAL)\b"),
+    _p("mailchimp-api-key", r"\b[0-9a-f]+-us[0-9]{1,2}\b", validator=validators.shape(32, "-us")),
+    _p("newrelic-key", r"\b(?:NRAK-[A-Z0-9]{27}|NRAA-[a-f0-9]{27}|NRI[IQ]-[A-Za-z0-9_-]{32}|NRJS-[a-f0-9]{19})\b"),
+    _p("newrelic-license-key", r"\b[a-z0-9]+NRAL\b", validator=validators.shape(36, "NRAL")),
     _p("rubygems-api-key", r"\brubygems_[a-f0-9]{48}\b"),
     _p("artifactory-api-key", r"\bAKCp[A-Za-z0-9]{69}\b"),
     _p("nuget-api-key", r"\boy2[a-z0-9]{43}\b"),
     # --- keys and tokens by structure -------------------------------------
     _p("private-key",
-       _PEM_HEAD + r"(?:" + _PEM_BODY + _PEM_TAIL + r"|(?:" + _PEM_SEP + _B64_LINE + r")+)"
+       # The whole block; or, with no END line (a truncated key, or one still
+       # arriving in a stream), the header and every base64 chunk after it,
+       # so that a key in progress is a match up to its last character.
+       _PEM_HEAD + r"(?:" + _PEM_BODY + _PEM_TAIL
+       + r"|" + _PEM_SEP + r"[A-Za-z0-9+/]{16,}(?:" + _PEM_SEP + r"[A-Za-z0-9+/=]+)*" + _PEM_SEP + r")"
        r"|\bLS0tLS1CRUdJTi[A-Za-z0-9+/]{0,60}?" + _B64_PRIVATE_KEY + r"[A-Za-z0-9+/]{32,}={0,2}"),
     _p("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
     _p("url-credentials",

@@ -72,54 +72,12 @@ After a block, nothing more is released: ``feed``/``finish`` return
 the blocking finding.
 """
 
-import re2
-
-from .prefixes import Unanalyzable, prefix_regex
-
 # The longest match the carry keeps text for (characters); beyond it the rest
 # of the stream is absorbed.
 MAX_CARRY_CHARS = 1 << 16
-VIABLE_MAX_MEM = 64 << 20
 # Characters tried after an in-progress match to see that it does not depend
 # on the end of the text: a word character, a digit, space, newline, symbol.
 _FOLLOWERS = (b"a", b"0", b" ", b"\n", b"-")
-
-
-def _options():
-    options = re2.Options()
-    options.log_errors = False
-    options.max_mem = VIABLE_MAX_MEM
-    options.never_capture = True
-    return options
-
-
-class _Profile:
-    """Per scanner and target: the compiled prefix regexes (None: unknown)."""
-
-    def __init__(self, entries):
-        self.prefix = {}
-        parts = []
-        for entry in entries:
-            try:
-                source = prefix_regex(entry.pattern.regex)
-                self.prefix[entry.index] = re2.compile(source, _options())
-                parts.append(f"(?:{source})")
-            except (Unanalyzable, re2.error):
-                self.prefix[entry.index] = None
-        self.viable = None
-        if parts and len(parts) == len(entries):
-            try:
-                self.viable = re2.compile("(?:" + "|".join(parts) + ")$", _options())
-            except re2.error:
-                self.viable = None
-
-
-def _profile(scanner, target):
-    key = ("holdback", target)
-    profile = scanner.derived.get(key)
-    if profile is None:
-        profile = scanner.derived[key] = _Profile(scanner.entries(target))
-    return profile
 
 
 def _encode(text):
@@ -168,7 +126,7 @@ class HoldbackScanner:
         self._target = target
         self._window = window_chars
         self._active = scanner.has_patterns(target)     # also validates target
-        self._profile = _profile(scanner, target) if self._active else None
+        self._profile = scanner.profile(target)     # prefix analysis, compiled with the scanner
         self._ctx = ""          # the last released character ("" at the start of the text)
         self._buf = ""          # received, not yet released
         self._carry = None

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import re2
 
 from .catalog import ACTIONS, TARGETS, Pattern, PatternError, merge_patterns
+from .prefixes import Unanalyzable, prefix_regex
 
 __all__ = ["Finding", "PatternError", "Scanner", "compile_scanner"]
 
@@ -58,6 +59,12 @@ __all__ = ["Finding", "PatternError", "Scanner", "compile_scanner"]
 # costs speed (NFA fallback), never a missed match (see above).
 PATTERN_MAX_MEM = 8 << 20
 PREFILTER_MAX_MEM = 64 << 20
+# Region scanning: tries to find a safe boundary after a hit; and when hits
+# come closer than this on average (after that many regions), the rest of
+# the text is one region (fewer, larger calls).
+SAFE_END_TRIES = 4
+DENSE_REGIONS = 32
+DENSE_BYTES_PER_REGION = 2048
 # Texts a pattern must not match with an empty span (a pattern that can match
 # nothing would hit everywhere and defeat the prefilter).
 _EMPTY_PROBES = (b"", b" ", b"a", b"0", b"a b", b"\n", b"-", b"a\n")
@@ -131,11 +138,17 @@ def _compile(pattern):
 
 
 class _Target:
-    """The patterns of one target and their prefilters."""
+    """The patterns of one target and their prefilters, and the prefix
+    analysis (prefixes.py) used for safe boundaries here and by the holdback
+    window: ``prefix[index]`` matches the prefixes of one pattern's matches,
+    ``viable`` (anchored at the end of the text) finds the earliest position
+    from which the rest could still be part of a match. None: not analysable,
+    every position counts as a possible match start."""
 
     def __init__(self, entries):
         self.entries = entries
-        self.combined = self.set = None
+        self.combined = self.set = self.viable = None
+        self.prefix = {}
         if not entries:
             return
         alternation = "|".join(f"(?:{e.pattern.regex})" for e in entries)
@@ -151,6 +164,40 @@ class _Target:
             self.set = pattern_set
         except re2.error:
             self.set = None
+        parts = []
+        for e in entries:
+            try:
+                source = prefix_regex(e.pattern.regex)
+                self.prefix[e.index] = re2.compile(source, _options(PREFILTER_MAX_MEM, never_capture=True))
+                parts.append(f"(?:{source})")
+            except (Unanalyzable, re2.error):
+                self.prefix[e.index] = None
+        if len(parts) == len(entries):
+            try:
+                self.viable = re2.compile("(?:" + "|".join(parts) + ")$",
+                                          _options(PREFILTER_MAX_MEM, never_capture=True))
+            except re2.error:
+                self.viable = None
+
+    def safe_end(self, data, lo, at, bend):
+        """A position ``q`` in ``[at, bend]`` no match starting at or after
+        ``lo`` crosses or ends at: no suffix of ``data[lo:q]`` is a possible
+        match prefix. Tried just after a space, a few times, further each
+        time; ``bend`` when none is found (always safe, just slower)."""
+        if self.viable is None:
+            return bend
+        q, step = at, 64
+        view = memoryview(data)
+        for _ in range(SAFE_END_TRIES):
+            if q >= bend:
+                return bend
+            space = data.find(b" ", q, min(bend, q + 256))
+            q = space + 1 if space >= 0 else q
+            m = self.viable.search(view[:q], lo)
+            if m is not None and m.start() == q:
+                return q
+            q, step = q + step, step * 4
+        return bend
 
 
 class Hit:
@@ -176,15 +223,16 @@ class Scanner:
                 raise PatternError(pid, "duplicate pattern id")
         self.patterns = tuple(patterns)
         self._targets = {t: _Target([e for e in entries if t in e.pattern.applies_to]) for t in TARGETS}
-        # Per-scanner memo for derived data (the holdback's prefix analysis):
-        # computed once per policy generation, not once per stream.
-        self.derived = {}
 
     def has_patterns(self, target) -> bool:
         return bool(self._target(target).entries)
 
     def entries(self, target):
         return self._target(target).entries
+
+    def profile(self, target):
+        """The target's compiled patterns and prefix analysis (for holdback.py)."""
+        return self._target(target)
 
     def _target(self, target):
         try:
@@ -217,21 +265,45 @@ class Scanner:
             bpos, bend = start - cs, end - cs
         else:
             bpos = len(piece[:start - cs].encode("utf-8", "surrogatepass"))
-            bend = bpos + len(text[start:end].encode("utf-8", "surrogatepass"))
-        if tgt.combined is not None:
-            first = tgt.combined.search(data, bpos, bend)
-            if first is None:
-                return []
-            bpos = first.start()
+            bend = len(data) - len(piece[end - cs:].encode("utf-8", "surrogatepass"))
+        raw = []
+        if tgt.combined is None:
+            self._region(tgt, data, bpos, bend, raw)
+        else:
+            # Every match starts inside a hit of the alternation; work only
+            # from a hit to the next safe boundary, unless hits are dense.
+            pos, regions = bpos, 0
+            while pos < bend:
+                first = tgt.combined.search(data, pos, bend)
+                if first is None:
+                    break
+                p = first.start()
+                dense = regions >= DENSE_REGIONS and (p - bpos) < regions * DENSE_BYTES_PER_REGION
+                q = bend if dense else tgt.safe_end(data, p, first.end(), bend)
+                self._region(tgt, data, p, q, raw)
+                pos, regions = q, regions + 1
+        if not raw:
+            return []
+        if ascii_only:
+            out = [Hit(s + cs, e + cs, ms + cs, me + cs, entry, v) for s, e, ms, me, entry, v in raw]
+        else:
+            chars = _char_offsets(data, {x for s, e, ms, me, *_ in raw for x in (s, e, ms, me)})
+            out = [Hit(chars[s] + cs, chars[e] + cs, chars[ms] + cs, chars[me] + cs, entry, v)
+                   for s, e, ms, me, entry, v in raw]
+        out.sort(key=_hit_order)
+        return out
+
+    @staticmethod
+    def _region(tgt, data, p, q, raw):
+        """Matches starting in ``data[p:q]``, neither crossing ``p`` nor ``q``."""
         candidates = None
         if tgt.set is not None:
-            ctx = bpos - 1 if bpos > 0 else 0
-            found = tgt.set.Match(memoryview(data)[ctx:])
+            found = tgt.set.Match(memoryview(data)[max(p - 1, 0):q + 1])
+            # Empty after a proven hit: the Set's DFA gave up; run them all.
             candidates = [tgt.entries[i] for i in sorted(found)] if found else None
-        raw = []
         for entry in candidates or tgt.entries:
             validator, group = entry.validator, entry.group
-            for m in entry.regex.finditer(data, bpos, bend):
+            for m in entry.regex.finditer(data, p, q):
                 ms, me = m.span()
                 s, e = m.span(group)
                 g = group
@@ -243,16 +315,6 @@ class Scanner:
                 if not valid:
                     s, e = ms, me         # kept for its span: it still ends the chain's step
                 raw.append((s, e, ms, me, entry, valid))
-        if not raw:
-            return []
-        if ascii_only:
-            out = [Hit(s + cs, e + cs, ms + cs, me + cs, entry, v) for s, e, ms, me, entry, v in raw]
-        else:
-            chars = _char_offsets(data, {x for s, e, ms, me, *_ in raw for x in (s, e, ms, me)})
-            out = [Hit(chars[s] + cs, chars[e] + cs, chars[ms] + cs, chars[me] + cs, entry, v)
-                   for s, e, ms, me, entry, v in raw]
-        out.sort(key=_hit_order)
-        return out
 
     @staticmethod
     def merge(hits) -> list[Finding]:
@@ -298,7 +360,8 @@ def _char_offsets(data, offsets):
     code-point offsets, in one pass."""
     result, last, chars = {}, 0, 0
     for off in sorted(offsets):
-        chars += len(data[last:off].decode("utf-8", "surrogatepass"))
+        chunk = data[last:off]
+        chars += len(chunk) if chunk.isascii() else len(chunk.decode("utf-8", "surrogatepass"))
         result[off] = chars
         last = off
     return result
