@@ -8,6 +8,7 @@
     mitrity-llm-gateway check-policy FILE
     mitrity-llm-gateway dev-setup [--dir var]
     mitrity-llm-gateway config-keys         (the settings table, as Markdown)
+    mitrity-llm-gateway dlp-patterns        (the built-in DLP catalog)
 """
 
 import argparse
@@ -106,6 +107,13 @@ def cmd_config_keys(args):
         print(f"| `{setting.key}` | `{default}` | {setting.doc} |")
 
 
+def cmd_dlp_patterns(args):
+    from .engine.dlp.catalog import BUILTIN
+    for pattern in BUILTIN:
+        checked = " (validated)" if pattern.validator else ""
+        print(f"{pattern.id}{checked}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="mitrity-llm-gateway", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,6 +142,7 @@ def main(argv=None):
     dev.add_argument("--dir", default="var")
     dev.add_argument("--policy-template", default="config/policy.yaml")
     add("config-keys", cmd_config_keys, "print the settings table")
+    add("dlp-patterns", cmd_dlp_patterns, "list the built-in DLP catalog")
     args = parser.parse_args(argv)
     try:
         args.func(args)

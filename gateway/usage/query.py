@@ -194,7 +194,7 @@ def records_query(raw):
         conditions.append("ts_us < ?")
         args.append(until)
     if cursor is not None:
-        conditions.append("(ts_us, id) <= (?, ?)")
+        conditions.append("(ts_us, id) < (?, ?)")
         args.extend(cursor)
     sql = (f"SELECT {_SELECT_RECORD} FROM records{_where(conditions)} "
            "ORDER BY ts_us DESC, id DESC LIMIT ?")
