@@ -27,7 +27,7 @@ prompt token, cache reads and cache writes included, so the uncached input is
 report more cached tokens than prompt tokens). Uncached input, cache reads,
 cache writes and output are each charged at their rate; a missing cache rate
 is the input rate. The sum is computed exactly in decimal and rounded half-even
-to a nano-dollar (``COST_QUANTUM_USD``), so the result is deterministic, finite
+to a nano-dollar (``NANOS_PER_USD``), so the result is deterministic, finite
 and never NaN; it is ``None`` when there is no price (an uncosted call).
 
 The catalog holds one flat rate per model. Tiered prices (long-prompt
@@ -35,12 +35,11 @@ surcharges, fast modes, 1-hour cache writes, regional uplifts) are not
 modelled; prices.yaml lists which models that under-estimates.
 """
 
-import decimal
 import math
 import re
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
+from fractions import Fraction
 from functools import lru_cache
 from importlib import resources
 from typing import Iterable, Iterator
@@ -48,7 +47,7 @@ from typing import Iterable, Iterator
 import yaml
 
 TOKENS_PER_MTOK = 1_000_000
-COST_QUANTUM_USD = Decimal("0.000000001")   # estimates are rounded to a nano-dollar (1e-9 USD)
+NANOS_PER_USD = 1_000_000_000   # estimates are rounded to a nano-dollar (1e-9 USD)
 CATALOG_RESOURCE = "prices.yaml"            # the built-in catalog, package data of gateway.usage
 
 PRICE_FIELDS = ("input_usd_per_mtok", "output_usd_per_mtok", "cache_write_usd_per_mtok", "cache_read_usd_per_mtok")
@@ -57,7 +56,6 @@ _CATALOG_ENTRY_KEYS = BUNDLE_ENTRY_KEYS | {"source", "note"}
 
 # Exact decimal arithmetic with room to spare: token counts up to 10**15 at
 # prices up to 10**6 USD/MTok still fit, plus the nine decimals kept.
-_DECIMAL = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
 
 # ASCII digits only ("\d" would also accept other scripts' digits).
 _DATE_SUFFIX = re.compile(r"-(?:([0-9]{4})([0-9]{2})([0-9]{2})|([0-9]{4})-([0-9]{2})-([0-9]{2}))\Z")
@@ -260,8 +258,8 @@ def estimate_cost_usd(price: Price | None, input_tokens, output_tokens, cache_re
         (cache_write, price.effective_cache_write_usd_per_mtok),
         (output, price.output_usd_per_mtok),
     )
-    with decimal.localcontext(_DECIMAL):
-        # str(float) is the shortest repr, so a catalog rate of 0.075 is exactly Decimal("0.075").
-        total = sum((Decimal(count) * Decimal(str(rate)) for count, rate in charges), Decimal(0))
-        cost = (total / TOKENS_PER_MTOK).quantize(COST_QUANTUM_USD)
-    return float(cost)
+    # Exact arithmetic: str(float) is the shortest repr, so a catalog rate of
+    # 0.075 is exactly 75/1000; the sum is rounded once, half-even, to 1e-9 USD.
+    total = sum((count * Fraction(str(rate)) for count, rate in charges), Fraction(0))
+    nanos = round(total * NANOS_PER_USD / TOKENS_PER_MTOK)
+    return float(Fraction(nanos, NANOS_PER_USD))
