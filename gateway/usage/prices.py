@@ -26,7 +26,7 @@ prompt token, cache reads and cache writes included, so the uncached input is
 ``input - cache_read - cache_creation`` (never below zero, should a provider
 report more cached tokens than prompt tokens). Uncached input, cache reads,
 cache writes and output are each charged at their rate; a missing cache rate
-is the input rate. The sum is computed exactly in decimal and rounded half-even
+is the input rate. The sum is computed exactly (fractions) and rounded half-even
 to a nano-dollar (``NANOS_PER_USD``), so the result is deterministic, finite
 and never NaN; it is ``None`` when there is no price (an uncosted call).
 
@@ -53,9 +53,6 @@ CATALOG_RESOURCE = "prices.yaml"            # the built-in catalog, package data
 PRICE_FIELDS = ("input_usd_per_mtok", "output_usd_per_mtok", "cache_write_usd_per_mtok", "cache_read_usd_per_mtok")
 BUNDLE_ENTRY_KEYS = frozenset(("provider", "model") + PRICE_FIELDS)
 _CATALOG_ENTRY_KEYS = BUNDLE_ENTRY_KEYS | {"source", "note"}
-
-# Exact decimal arithmetic with room to spare: token counts up to 10**15 at
-# prices up to 10**6 USD/MTok still fit, plus the nine decimals kept.
 
 # ASCII digits only ("\d" would also accept other scripts' digits).
 _DATE_SUFFIX = re.compile(r"-(?:([0-9]{4})([0-9]{2})([0-9]{2})|([0-9]{4})-([0-9]{2})-([0-9]{2}))\Z")

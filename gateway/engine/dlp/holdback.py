@@ -22,54 +22,66 @@ is already decided on ``T[:r]``, whatever text comes next:
    alternation anchored at the end of ``P`` is ``h``). A complete match ending
    exactly at ``n`` is its own prefix, so it is held too: it could still grow
    or change. If a pattern cannot be analysed, ``h = R``: hold everything.
-2. Claim: every match of ``T`` starting before ``h`` is a match of ``P``
-   ending before ``n``, and conversely. A match of ``T`` (or of ``P``) reaching
-   ``n`` would make its start a viable position, i.e. ``>= h``. Paths of the
-   regex that end before ``n`` see the same characters (and the same one
-   character of context) in ``P`` and ``T``, so each pattern's leftmost-first
-   choice at a position ``< h`` is the same in both, and so is its chain of
-   matches up to ``h``. Validators see only the match.
-3. So the scanner scans ``P[R:]`` (matches must end before ``n``), keeps the
-   findings starting before ``h`` (decided), and sets ``r = h``; if a merged
-   group of decided findings straddles ``r``, ``r`` moves back to its start.
-   Undecided findings start at or after ``h >= r``, so they can neither
-   overlap a released group nor straddle ``r``. The released text
-   ``P[R:r]`` is redacted with the decided groups inside it.
+2. Claim: a match of ``T`` starting before ``h`` is a match of ``P`` ending
+   before ``n``, and conversely. A match of ``T`` (or of ``P``) reaching ``n``
+   would make its start a viable position, i.e. ``>= h``. Paths of the regex
+   that end before ``n`` see the same characters (and the same one character
+   of context) in ``P`` and ``T``, so each pattern's leftmost-first choice at
+   a position ``< h`` is the same in both, and so is its chain of matches up
+   to ``h`` (a match whose validator fails is no finding but still ends its
+   chain step, so it counts here too). Validators see only the match.
+3. So the scanner scans ``P[R:]`` (matches must end before ``n``), takes the
+   matches that start before ``h`` as decided, and sets ``r = h``; then moves
+   ``r`` back out of any decided match (context such as ``password =``
+   included: the chain must restart at ``r`` exactly as in ``T``) and any
+   merged group of decided findings that contains it, until none does.
+   Undecided matches start at or after ``h >= r``, so they neither overlap a
+   released group nor contain ``r``. ``P[R:r]`` is released, redacted with
+   the groups inside it, and the next scan starts at ``r``.
 
-Hence, while the held text stays within the window, the concatenation of all
-released strings equals the whole-text redaction for *any* split of ``T``
-into feeds, and a ``block`` finding is reported when its group is decided,
-before any character of it (or after it) is released. Text that cannot be the
-start of a match (plain words followed by a space, punctuation...) is
-released at once: time to first token costs only the viable tail.
+Guarantee. If every connected run of overlapping matches (whole regex
+matches, context and failed validations included) and findings in ``T`` is
+at most ``window_chars`` long, then for *any* split of ``T`` into ``feed``
+calls: the concatenation of everything released equals
+``scanner.redact(T, scanner.scan(T))``; ``blocked`` is reported iff that
+scan has a ``block`` finding, at the call that decides the first one, and
+the text released with and before it is the redaction of ``T`` up to that
+finding; no character of a finding is ever released; ``held <= window``
+after every call. Text that cannot be part of a match (plain words followed
+by a space, punctuation...) is released at once: time to first token costs
+only the viable tail.
 
-The window (``window_chars``) bounds the held text. When ``n - r`` would exceed
-it, the scanner is forced to release up to ``n - window``:
-- Findings are then taken from the scan of ``P`` with matches ending before
-  ``n``. If every match of ``T`` and every merged group of overlapping findings
-  is at most ``window`` characters long, each match starting before
-  ``n - window`` ends before ``n``, is chosen the same way in ``P`` and ``T``
-  (a preferred path reaching ``n`` would be a longer match), and so is every
-  group crossing ``n - window``; a group crossing the forced point is released
-  whole, redacted (``r`` moves after it). The output then still equals the
-  whole-text redaction, and held text never exceeds the window.
-- A match still in progress at the end of ``P`` that began before the forced
-  point is longer than the window (a long PEM block with a small window).
-  Rather than release part of it in clear, the scanner releases its
-  replacement now and *carries* the pattern: following text is absorbed
-  (released as nothing) while the text from the match start is still a
-  possible prefix of a match, then the match's real end is computed and
-  normal scanning resumes after it. A ``block`` pattern blocks at that
-  moment. Out of the exact guarantee: the output may differ from the
-  whole-text redaction (one replacement instead of several, or, for a
-  pattern whose match depends on the end of the text such as ``[a-z]+$``, a
-  redaction the whole text would not have), but no character of the match is
-  released. A carried match longer than MAX_CARRY_CHARS absorbs the rest of
-  the stream (fail closed).
+The window bounds the held text. When ``n - r`` would exceed it, the scanner
+must release up to ``n - window``:
+- Under the guarantee's condition, a match starting before ``n - window``
+  ends before ``n`` and is chosen the same way in ``P`` and ``T`` (a preferred
+  path reaching ``n`` would be a longer match), and so is every run crossing
+  ``n - window``; ``r`` moves forward out of such runs (released whole,
+  redacted). The output still equals the whole-text redaction.
+- Beyond it (a run longer than the window), exactness is lost. A match still
+  in progress that already matches through the last character received,
+  whatever character comes next (the PEM pattern's unterminated form is built
+  for this), and began before the forced point is *carried*: its replacement
+  is released now; following text is absorbed while the text from the match
+  start is still a possible prefix of a match (checked once per
+  ``min(window, max(64, length/4))`` new characters; unchecked text counts as
+  held); then the match's real end is computed and scanning resumes after
+  it, after checking the absorbed text for ``block`` findings. A ``block``
+  pattern blocks at once. Text absorbed while still a possible prefix but
+  after the real end is redacted with it (over-redaction, never a leak). A
+  carried match longer than MAX_CARRY_CHARS absorbs the rest of the stream
+  (fail closed).
+- Limit: an in-progress candidate that does not match yet (a 40-character
+  token of which 30 have arrived, with a 16-character window) is cut: its
+  first part is released in clear. The window must be at least the longest
+  secret to protect (the configuration allows 256 bytes and more; an RSA-4096
+  PEM block is 3.2 KB, which the carry covers).
+- A pattern that cannot be analysed (prefixes.py) makes every position a
+  possible match start: the whole window is held, and only the forced
+  releases let text out.
 
 After a block, nothing more is released: ``feed``/``finish`` return
-``("", True)``; the text returned with the block is the redacted text before
-the blocking finding.
+``("", True)``.
 """
 
 # The longest match the carry keeps text for (characters); beyond it the rest
@@ -112,10 +124,14 @@ def _settle(r, spans, back):
 
 
 class _Carry:
-    __slots__ = ("entry", "text", "pos", "unbounded")
+    """A match being carried: its text so far (from one character before its
+    start), how much of it is known to be part of it (``checked``)."""
+
+    __slots__ = ("entry", "text", "pos", "checked", "unbounded")
 
     def __init__(self, entry, text, pos):
         self.entry, self.text, self.pos, self.unbounded = entry, text, pos, False
+        self.checked = len(text)
 
 
 class HoldbackScanner:
@@ -135,8 +151,11 @@ class HoldbackScanner:
 
     @property
     def held(self) -> int:
-        """Characters received and not yet released."""
-        return len(self._buf)
+        """Characters received, not yet released and not yet known to be
+        part of a carried match (those may still be released)."""
+        carry = self._carry
+        unchecked = len(carry.text) - carry.checked if carry is not None and not carry.unbounded else 0
+        return len(self._buf) + unchecked
 
     def feed(self, text: str) -> tuple[str, bool]:
         if self._finished:
@@ -252,19 +271,24 @@ class HoldbackScanner:
         if len(whole) > MAX_CARRY_CHARS and not final:
             carry.unbounded, carry.text = True, ""
             return ""
+        # Checking costs the length of the match so far: check once per
+        # min(window, max(64, a quarter of it)) new characters, so a long
+        # match fed character by character stays linear-ish; text not yet
+        # checked counts as held.
+        if not final and len(whole) - carry.checked < min(self._window, max(64, len(whole) // 4)):
+            carry.text = whole
+            return ""
         data = _encode(whole)
         pos = _byte_offset(whole, carry.pos)
         prefix = self._profile.prefix.get(carry.entry.index)
         if not final and (prefix is None or prefix.fullmatch(data, pos) is not None):
-            carry.text = whole
+            carry.text, carry.checked = whole, len(whole)
             return ""
         # The match can no longer reach the end: it ends before it (or at it, at the end of the stream).
         m = carry.entry.regex.match(data, pos, len(data) if final else len(data) - len(_encode(whole[-1:])))
-        end = 0
-        if m is not None:
-            span_end = m.end(carry.entry.group) if m.start(carry.entry.group) >= 0 else m.end()
-            end = _char_offset(data, span_end)
-        end = max(end, len(carry.text))
+        # Resume after the whole match (where the pattern's chain resumes);
+        # what was found to be part of it is redacted in any case.
+        end = max(_char_offset(data, m.end()) if m is not None else 0, carry.checked)
         self._carry = None
         self._ctx = whole[end - 1:end]
         if any(x.valid and x.entry.block for x in self._scanner.hits(whole, self._target, carry.pos, end)):

@@ -9,27 +9,41 @@ engine turns ``(a+)+$`` into minutes. A pattern RE2 refuses (backreferences,
 lookaround...) raises PatternError naming the pattern, and the caller rejects
 the whole bundle.
 
-Per target (``prompt``, ``response``) the scanner keeps three things:
+Per target (``prompt``, ``response``) the scanner keeps:
 1. one combined alternation ``(?:p1)|(?:p2)|...`` (no captures);
 2. an ``RE2::Set`` of the same patterns;
-3. each pattern compiled alone.
-``scan`` encodes the text to UTF-8 once and searches it with (1). No hit means
-no finding: clean text costs that one DFA pass. On a hit at byte ``h``, (2)
-runs over the text from ``h`` on and names the patterns that match somewhere
-there; each of those runs alone (3) from ``h``, leftmost-first, yielding
-non-overlapping matches, and each match's group is checked by the pattern's
-validator. No pattern matches before ``h``: that is where the leftmost match of
-the alternation starts.
+3. each pattern compiled alone;
+4. the prefix analysis (prefixes.py): ``viable`` finds, with a reverse DFA
+   from a position ``q``, the earliest start from which the text before ``q``
+   could still be the beginning of a match.
+``scan`` encodes the text to UTF-8 once and searches it with (1). No hit: no
+finding; clean text costs that one DFA pass. Every match of every pattern
+starts inside some hit of the alternation (its leftmost-first search never
+skips a position where any pattern matches), so the scan works region by
+region: from a hit at ``p`` to the first *safe boundary* ``q`` after it, a
+position no match crosses or ends at (``viable`` says nothing is in progress
+at ``q``; tried just after a space). In ``[p, q)`` the Set (2) names the
+patterns that match there, and only those run alone (3), leftmost-first,
+their matches validated; then the alternation resumes at ``q``. When regions
+come closer than 2 KB on average, the rest of the text is one region. If no
+safe boundary turns up, the region runs to the end: correct, just slower.
 
-Why this order (measured, ``bench/dlp_throughput.py``, one core, the built-in
-catalog plus 100 generated bundle patterns, 10 MB of English prose): the
-combined alternation finds "no match" at about 1.3 GB/s; the Set pass runs at
-about 350 MB/s; one search per pattern, 150 patterns, about 10 MB/s. The Set
-alone would do for clean text, but when its DFA runs out of memory it silently
-reports no match (the Python binding drops the error), which would fail open;
-an RE2 regex falls back to its NFA instead, slower but correct. So the Set
-only ever narrows a hit the alternation has already proven, and an empty Set
-answer after a proven hit runs every pattern.
+Why (measured, ``bench/dlp_throughput.py``, one core, the built-in catalog
+plus 100 generated bundle patterns, 10 MB texts): the combined alternation
+runs at about 400 MB/s (RE2's DFA ceiling on this machine is about 530 MB/s
+for any single pattern without a literal prefix); the Set pass at about
+275-350 MB/s; one search per pattern, 150 patterns, about 10 MB/s; Python's
+``re`` with the same alternation, 0.3 MB/s. Running the Set and the
+candidate patterns over the whole rest of the text after the first hit cost
+prose (a phone-like number every 60 KB) a third of its speed; regions bring
+it back to the alternation's pace: about 200 MB/s on prose with non-ASCII
+characters (a quarter of that time is UTF-8 encoding) and 260 MB/s on text
+with no candidate at all. The Set alone would do for clean text, but when
+its DFA runs out of memory it silently reports no match (the Python binding
+drops the error), which would fail open; an RE2 regex falls back to its NFA
+instead, slower but correct. So the Set only ever narrows a hit the
+alternation has already proven, and an empty Set answer after a proven hit
+runs every pattern.
 
 Findings: each match's span (of the pattern's ``group``) becomes a finding;
 overlapping findings (of any patterns) merge into one covering their union,
