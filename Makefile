@@ -21,7 +21,7 @@ run: dev-setup
 	@echo "  export ANTHROPIC_BASE_URL=https://127.0.0.1:8443"
 	@echo "  export OPENAI_BASE_URL=https://127.0.0.1:8443/v1"
 	@echo "  export SSL_CERT_FILE=$(CURDIR)/var/certs/ca.crt"
-	@echo "and send the development key in the x-mitrity-api-key header: $$(cat var/dev-api-key)"
+	@echo "and send the development key (var/dev-api-key) in the x-mitrity-api-key header."
 	@echo
 	MITRITY_CONFIG=config/gateway.yaml $(BIN)/gunicorn -c gunicorn.conf.py gateway.wsgi
 
