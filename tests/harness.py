@@ -159,6 +159,28 @@ class Gateway:
         self._log.close()
 
 
+def read_response(sock):
+    """One HTTP response with a Content-Length: (status, headers, body)."""
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        piece = sock.recv(65536)
+        assert piece, f"connection closed before a response: {buffer!r}"
+        buffer += piece
+    head, _, body = buffer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers["content-length"])
+    while len(body) < length:
+        piece = sock.recv(65536)
+        assert piece, "connection closed inside the body"
+        body += piece
+    return status, headers, body[:length]
+
+
 def _merge(base, override):
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

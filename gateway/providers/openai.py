@@ -14,8 +14,7 @@ the caller fails closed rather than rewriting a chunk it cannot split.
 and the provider's own ``{"error": ...}`` event are not deltas.
 """
 
-from ..errors import stream_error_event
-from .shared import TextDelta, event_json, object_strings, replace_string
+from .shared import TextDelta, event_json, object_strings, with_delta_text
 
 PROVIDER = "openai"
 __all__ = ["PROVIDER", "TextDelta", "answer_strings", "error_event", "prompt_strings", "text_delta", "with_text"]
@@ -97,14 +96,5 @@ def text_delta(event):
 
 
 def with_text(event, new_text):
-    """The same chunk carrying ``new_text``; every other byte unchanged."""
-    found = _delta(event)
-    if found is None:
-        raise ValueError("not a text delta chunk")
-    _, data, path = found
-    return replace_string(event, data, path, new_text)
-
-
-def error_event(code, message=None):
-    """The event that ends a stream the gateway cuts (SPEC section 5)."""
-    return stream_error_event(code, PROVIDER, message)
+    """The same text-delta event carrying ``new_text``; every other byte unchanged."""
+    return with_delta_text(event, _delta(event), new_text)

@@ -53,6 +53,14 @@ def event_json(event, end_marker=None):
     return document, data
 
 
+def with_delta_text(event, found, new_text):
+    """``event`` carrying ``new_text``; ``found`` is the adapter's reading of it."""
+    if found is None:
+        raise ValueError("not a text delta event")
+    _, data, path = found
+    return replace_string(event, data, path, new_text)
+
+
 def replace_string(event, data, path, new_text):
     """``event`` with the string at ``path`` of its data JSON set to ``new_text``."""
     found = jsonspans.string_values(data, lambda p: p == path)

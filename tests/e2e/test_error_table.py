@@ -34,7 +34,7 @@ import pytest
 from gateway import certs
 from tests.e2e.conftest import (API_KEY, UNBOUND_KEY, UNBOUND_SPIFFE_ID, anthropic_client, client_context,
                                 openai_client, policy, provider_config)
-from tests.harness import BOUND_SPIFFE_ID, Gateway, free_port
+from tests.harness import BOUND_SPIFFE_ID, Gateway, free_port, read_response
 
 pytestmark = pytest.mark.usefixtures("fresh_provider")
 
@@ -173,24 +173,7 @@ def raw_exchange(gw, data, timeout=5.0):
     with socket.create_connection(("127.0.0.1", gw.port), timeout=timeout) as sock:
         with client_context(gw.pki).wrap_socket(sock, server_hostname="127.0.0.1") as tls:
             tls.sendall(data)
-            buffer = b""
-            while b"\r\n\r\n" not in buffer:
-                piece = tls.recv(65536)
-                assert piece, f"connection closed before a response: {buffer!r}"
-                buffer += piece
-            head, _, body = buffer.partition(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split(" ")[1])
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            length = int(headers["content-length"])
-            while len(body) < length:
-                piece = tls.recv(65536)
-                assert piece, "connection closed inside the body"
-                body += piece
-            return status, headers, body[:length]
+            return read_response(tls)
 
 
 def raw_request(method, target, body=b"", key=API_KEY):

@@ -29,7 +29,7 @@ import pytest
 from gateway import certs
 from tests.e2e.conftest import (API_KEY, PROVIDER_KEY, UNBOUND_KEY, UNBOUND_SPIFFE_ID, anthropic_client,
                                 client_context, openai_client, policy, provider_config)
-from tests.harness import BOUND_SPIFFE_ID, Gateway
+from tests.harness import BOUND_SPIFFE_ID, Gateway, read_response
 
 pytestmark = pytest.mark.usefixtures("fresh_provider")
 
@@ -75,26 +75,6 @@ def tls_connect(gw, context=None, timeout=5.0):
         raise
 
 
-def read_response(sock):
-    """One HTTP response with a Content-Length: (status, headers, body)."""
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        piece = sock.recv(65536)
-        assert piece, f"connection closed before a response: {buffer!r}"
-        buffer += piece
-    head, _, body = buffer.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    length = int(headers["content-length"])
-    while len(body) < length:
-        piece = sock.recv(65536)
-        assert piece, "connection closed inside the body"
-        body += piece
-    return status, headers, body[:length]
 
 
 def closed_within(sock, seconds):

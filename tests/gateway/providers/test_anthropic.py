@@ -291,10 +291,3 @@ def test_malformed_events_are_refused(event):
 def test_with_text_refuses_events_without_text(event):
     with pytest.raises(ValueError):
         with_text(event, "x")
-
-
-def test_error_event_is_the_anthropic_stream_error():
-    event = anthropic.error_event("response_blocked")
-    assert event == stream_error_event("response_blocked", "anthropic")
-    assert event.startswith(b"event: error\ndata: ")
-    assert text_delta(event) is None

@@ -244,13 +244,6 @@ def test_with_text_refuses_events_without_text(event):
         with_text(event, "x")
 
 
-def test_error_event_is_the_openai_stream_error():
-    event = openai.error_event("response_blocked", "blocked")
-    assert event == stream_error_event("response_blocked", "openai", "blocked")
-    assert json.loads(event[6:])["error"]["code"] == "response_blocked"
-    assert text_delta(event) is None
-
-
 def test_with_text_keeps_data_prefixes_and_other_fields_in_place():
     event = b'id: 1\ndata:{"choices":[{"index":0,\ndata: "delta":{"content":"a"}}]}\nretry: 5\n\n'
     assert text_delta(event) == TextDelta("a", 0)
