@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import json
 import os
-import statistics
 import tempfile
 import threading
 import time

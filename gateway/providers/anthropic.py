@@ -18,7 +18,7 @@ text past the scan.
 from .shared import TextDelta, event_json, object_strings, with_delta_text
 
 PROVIDER = "anthropic"
-__all__ = ["PROVIDER", "TextDelta", "answer_strings", "error_event", "prompt_strings", "text_delta", "with_text"]
+__all__ = ["PROVIDER", "TextDelta", "answer_strings", "prompt_strings", "text_delta", "with_text"]
 
 
 def _type(block):

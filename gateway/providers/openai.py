@@ -17,7 +17,7 @@ and the provider's own ``{"error": ...}`` event are not deltas.
 from .shared import TextDelta, event_json, object_strings, with_delta_text
 
 PROVIDER = "openai"
-__all__ = ["PROVIDER", "TextDelta", "answer_strings", "error_event", "prompt_strings", "text_delta", "with_text"]
+__all__ = ["PROVIDER", "TextDelta", "answer_strings", "prompt_strings", "text_delta", "with_text"]
 
 
 def _is_prompt_text(document, path):

@@ -3,7 +3,6 @@
 import copy
 import hashlib
 import json
-import math
 from datetime import datetime, timezone
 
 import msgpack

@@ -6,9 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import stream_error_event
 from gateway.jsonspans import replace_strings
-from gateway.providers import anthropic
 from gateway.providers.anthropic import TextDelta, answer_strings, prompt_strings, text_delta, with_text
 from gateway.sse import EventSplitter
 

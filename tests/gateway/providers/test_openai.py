@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from gateway.errors import stream_error_event
 from gateway.jsonspans import replace_strings
-from gateway.providers import openai
 from gateway.providers.openai import TextDelta, answer_strings, prompt_strings, text_delta, with_text
 from gateway.sse import EventSplitter
 
