@@ -27,6 +27,7 @@ from .errors import REASONS, BodyTimeout, error_body, status_line
 from .headers import request_headers, response_headers
 from .providers import ADAPTERS, ROUTES, read_call
 from .streaming import StreamRelay
+from .usage import tokens
 
 log = logging.getLogger("mitrity.gateway")
 READ_CHUNK_BYTES = 64 * 1024
@@ -44,6 +45,10 @@ class Call:
     decision: str = "blocked"   # the request-phase verdict: allowed | redacted | blocked
     reason: str | None = None
     redactions: int = 0         # findings redacted, prompt and answer
+    forwarded: bool = False     # the request reached the provider
+    usage: object = None        # gateway.usage.tokens.Usage, when the answer reported it
+    prices: object = None       # the policy's price catalog, for the cost estimate
+    started_at: float = 0.0     # wall clock, for the record's ts
     status: int = 0
 
 
@@ -92,7 +97,7 @@ class Gateway:
         connection = environ.get("mitrity.connection")
         if connection is not None and connection.role == "admin":
             return self.admin(environ, start_response, request_id)
-        call = Call(request_id, time.monotonic())
+        call = Call(request_id, time.monotonic(), started_at=time.time())
         try:
             return self.serve(environ, start_response, call, connection)
         except ParseException:
@@ -140,7 +145,8 @@ class Gateway:
         try:
             # Strict: not UTF-8, not JSON, or duplicate keys (which the scan
             # and the provider could read differently) are all a bad request.
-            request = read_call(jsonspans.loads(body))
+            document = jsonspans.loads(body)
+            request = read_call(document)
             prompt = adapter.prompt_strings(body) if request else ()
         except ValueError:
             request = None
@@ -156,7 +162,15 @@ class Gateway:
             call.decision, call.redactions = "redacted", decision.redactions
         else:
             call.decision = "allowed"
-        return self.forward(environ, start_response, call, policy, path + ("?" + query if query else ""), body)
+        call.prices = policy.prices
+        drop_usage_chunk = False
+        if call.provider == "openai" and call.stream and not adapter.asks_for_stream_usage(document):
+            # Ask for the usage chunk (SPEC section 5); the agent will not see it.
+            asked = adapter.with_stream_usage(body, document)
+            if asked is not None:
+                body, drop_usage_chunk = asked, True
+        return self.forward(environ, start_response, call, policy, path + ("?" + query if query else ""), body,
+                            drop_usage_chunk)
 
     def read_body(self, environ):
         """The whole request body, or None when it is over the limit."""
@@ -174,7 +188,7 @@ class Gateway:
                     return None
                 parts.append(part)
 
-    def forward(self, environ, start_response, call, policy, path_and_query, body):
+    def forward(self, environ, start_response, call, policy, path_and_query, body, drop_usage_chunk=False):
         headers = request_headers(environ, self.identity_header)
         try:
             upstream = self.upstreams.send(call.provider, path_and_query, headers, body)
@@ -184,13 +198,14 @@ class Gateway:
             log.warning("request %s: provider %s unreachable: %s", call.request_id, call.provider, type(exc).__name__)
             return self.deny(start_response, call, "upstream_error")
 
+        call.forwarded = True
         answer_headers = response_headers(upstream.headers) + self.call_headers(call)
         call.status = upstream.status_code
         content_type = upstream.headers.get("content-type", "")
         scanner = policy.scanner if self.response_scan and policy.scanner.has_patterns("response") else None
         if upstream.ok and content_type.startswith("text/event-stream"):
             start_response(status_line(upstream.status_code), answer_headers)
-            return self.relay_stream(upstream, call, scanner)
+            return self.relay_stream(upstream, call, scanner, drop_usage_chunk)
 
         try:
             answer = self.read_answer(upstream)
@@ -205,6 +220,8 @@ class Gateway:
             upstream.close()
             log.warning("request %s: answer over upstream.max_response_bytes", call.request_id)
             return self.deny(start_response, call, "upstream_error")
+        if upstream.ok:
+            call.usage = tokens.from_answer(call.provider, answer)  # kept even if the answer is blocked
         if upstream.ok and scanner is not None:
             # Provider errors pass unchanged; a 2xx answer is delivered only
             # once scanned, and never when it cannot be read or rewritten.
@@ -238,10 +255,11 @@ class Gateway:
                 return None
             parts.append(part)
 
-    def relay_stream(self, upstream, call, scanner):
+    def relay_stream(self, upstream, call, scanner, drop_usage_chunk=False):
         """Relay an SSE answer event by event, as the provider sends it
         (through the holdback window when answers are scanned)."""
-        relay = StreamRelay(call.provider, ADAPTERS[call.provider], scanner, self.holdback_bytes)
+        relay = StreamRelay(call.provider, ADAPTERS[call.provider], scanner, self.holdback_bytes,
+                            tokens.StreamUsage(call.provider), drop_usage_chunk)
         try:
             while True:
                 try:
@@ -271,6 +289,8 @@ class Gateway:
             upstream.close()
             call.reason = call.reason or relay.failure
             call.redactions += relay.redactions
+            if relay.usage.seen:  # a cut or abandoned stream keeps what was seen
+                call.usage = relay.usage.usage()
             self.record(call)
 
     # -- answers made by the gateway ---------------------------------------

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .engine.dlp.scanner import compile_scanner
 from .engine.glob import GlobSet
+from .usage.prices import PriceCatalog
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class Policy:
         self.blocked_destinations = GlobSet(document["threat_intel"]["blocked_destinations"])
         # RE2 automata for the built-in catalog plus the bundle's patterns.
         self.scanner = compile_scanner(builtin_patterns, document["dlp_patterns"])
+        # The built-in price catalog with the bundle's prices over it.
+        self.prices = PriceCatalog.builtin().with_overrides(document["prices"])
         self._approvals = {}
         for approval in document["approvals"]:
             key = (approval["agent"], approval["action"])

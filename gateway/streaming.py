@@ -34,6 +34,7 @@ from collections import deque
 from .engine.dlp.holdback import HoldbackScanner
 from .errors import stream_error_event
 from .sse import EventSplitter, SSEError, event_data
+from .usage.tokens import is_usage_only_chunk
 
 
 class _Text:
@@ -48,8 +49,10 @@ class _Text:
 
 
 class StreamRelay:
-    def __init__(self, provider, adapter=None, scanner=None, window_chars=2048):
+    def __init__(self, provider, adapter=None, scanner=None, window_chars=2048, usage=None, drop_usage_chunk=False):
         self.provider = provider
+        self.usage = usage                        # a StreamUsage fed every event, or None
+        self.drop_usage_chunk = drop_usage_chunk  # the usage chunk the gateway asked for, not the agent
         self.failure = None  # the reason code when the gateway had to cut the stream
         self.redactions = 0
         self._events = EventSplitter()
@@ -65,7 +68,7 @@ class StreamRelay:
         if self.failure:
             return b""
         try:
-            events = self._events.feed(data)
+            events = self._observe(self._events.feed(data))
         except SSEError:
             return self.fail("upstream_error")
         if self._adapter is None:
@@ -80,7 +83,7 @@ class StreamRelay:
     def finish(self):
         if self.failure:
             return b""
-        tail = self._events.finish()
+        tail = b"".join(self._observe([self._events.finish()]))
         if self._adapter is None:
             return tail
         out = [self._flush_all()]
@@ -101,6 +104,15 @@ class StreamRelay:
         # corrupt the framing the agent's SDK parses.
         self._events.finish()
         return held + stream_error_event(code, self.provider)
+
+    def _observe(self, events):
+        """Count usage on every event; drop the usage chunk the agent did not ask for."""
+        if self.usage is not None:
+            for event in events:
+                self.usage.feed(event)
+        if self.drop_usage_chunk:
+            events = [event for event in events if not is_usage_only_chunk(event)]
+        return events
 
     # -- scanning ------------------------------------------------------------
 

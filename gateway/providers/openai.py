@@ -98,3 +98,23 @@ def text_delta(event):
 def with_text(event, new_text):
     """The same text-delta event carrying ``new_text``; every other byte unchanged."""
     return with_delta_text(event, _delta(event), new_text)
+
+
+def asks_for_stream_usage(document):
+    options = document.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def with_stream_usage(raw, document):
+    """The request body asking for the stream's usage chunk, or None when it
+    cannot be added without rewriting more than an append.
+
+    Only a body with no ``stream_options`` at all is changed: the member is
+    added at the end of the top-level object, every other byte unchanged.
+    """
+    if "stream_options" in document:
+        return None
+    end = raw.rstrip().rfind(b"}")
+    if end < 0:
+        return None
+    return raw[:end] + b',"stream_options":{"include_usage":true}' + raw[end:]
