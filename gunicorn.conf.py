@@ -18,7 +18,8 @@ import signal
 import sys
 
 from gateway import config as gateway_config
-from policy_sync.supervisor import PolicySyncProcess
+from gateway.usage.paths import usage_spool_dir
+from policy_sync import supervisor
 from workers.gevent_tls import HELD_ACROSS_FORK
 
 _first_load = gateway_config.ACTIVE is None
@@ -56,14 +57,19 @@ preload_app = False
 logger_class = "gateway.logs.GatewayLogger"
 
 
-def _policy_sync(arbiter):
-    return PolicySyncProcess(_config["policy.file"], os.environ["MITRITY_POLICY_SEGMENT"],
-                             arbiter.pid, _config["server.log_level"])
+def _helpers(arbiter):
+    """policy-sync and the usage collector, as the config in force says."""
+    return [
+        supervisor.policy_sync_process(_config["policy.file"], os.environ["MITRITY_POLICY_SEGMENT"],
+                                       arbiter.pid, _config["server.log_level"]),
+        supervisor.usage_collector_process(usage_spool_dir(_config), _config["usage.database"], arbiter.pid),
+    ]
 
 
 def when_ready(arbiter):
-    arbiter.policy_sync = _policy_sync(arbiter)
-    arbiter.policy_sync.start()
+    arbiter.helpers = _helpers(arbiter)
+    for helper in arbiter.helpers:
+        helper.start()
     # A new worker installs its own signal handlers only after gevent has
     # patched it; a SIGTERM arriving before that would run the master's
     # handler copy and be lost (the worker would go on accepting). So the
@@ -82,22 +88,25 @@ def when_ready(arbiter):
     # second and after each SIGCHLD, which is when policy-sync is checked too.
     manage_workers = arbiter.manage_workers
 
-    def manage_workers_and_policy_sync():
+    def manage_workers_and_helpers():
         manage_workers()
-        arbiter.policy_sync.ensure_running()
-    arbiter.manage_workers = manage_workers_and_policy_sync
+        for helper in arbiter.helpers:
+            helper.ensure_running()
+    arbiter.manage_workers = manage_workers_and_helpers
 
 
 def on_reload(arbiter):
-    # The policy file may have moved: restart policy-sync with the new config.
-    # The segment stays, so workers keep enforcing meanwhile.
-    arbiter.policy_sync.stop()
-    arbiter.policy_sync = _policy_sync(arbiter)
-    arbiter.policy_sync.start()
+    # The policy file or the usage database may have moved: restart the
+    # helpers with the new config. The policy segment stays, so workers keep
+    # enforcing meanwhile, and their usage spool waits for the new collector.
+    for helper in arbiter.helpers:
+        helper.stop()
+    arbiter.helpers = _helpers(arbiter)
+    for helper in arbiter.helpers:
+        helper.start()
 
 
 def on_exit(arbiter):
-    sync = getattr(arbiter, "policy_sync", None)
-    if sync is not None:
-        sync.stop()
-        sync.remove_segment()
+    for helper in getattr(arbiter, "helpers", ()):
+        helper.stop()
+    supervisor.remove_segment(os.environ["MITRITY_POLICY_SEGMENT"])

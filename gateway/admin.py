@@ -2,15 +2,18 @@
 
 When the admin token variable is set, every admin route needs
 ``Authorization: Bearer <token>``; the presented token is compared by digest in
-constant time. Later capabilities add ``/metrics`` and ``/llm-usage``.
+constant time. ``/llm-usage/records|summary|bom`` read the usage store
+(SPEC section 6); ``/metrics`` is still to come.
 """
 
 import hashlib
 import hmac
 import json
 import time
+from urllib.parse import parse_qs
 
 from .errors import error_body, status_line
+from .usage import query
 
 
 def _digest(token):
@@ -18,13 +21,24 @@ def _digest(token):
 
 
 class Admin:
-    def __init__(self, policies, token=None):
+    def __init__(self, policies, token=None, usage_store=None):
         self.policies = policies
+        self.usage_store = usage_store  # a read-only gateway.usage.store.UsageStore
         self._token_digest = _digest(token) if token else None
         self.routes = {"/healthz": self.healthz, "/readyz": self.readyz}
+        if usage_store is not None:
+            for name, route in (("records", query.records), ("summary", query.summary), ("bom", query.bom)):
+                self.routes["/llm-usage/" + name] = self._usage_route(route)
+
+    def _usage_route(self, route):
+        # SQLite answers these in milliseconds (indexes and rollups); the
+        # worker waits for it, as admin traffic is light.
+        def answer(params):
+            return route(self.usage_store, params)
+        return answer
 
     def __call__(self, environ, start_response, request_id):
-        path = environ.get("RAW_URI", "/").split("?", 1)[0]
+        path, _, query_string = environ.get("RAW_URI", "/").partition("?")
         route = self.routes.get(path)
         if route is None:
             return self._answer(start_response, request_id, 404, error_body("not_found"), "not_found")
@@ -35,7 +49,10 @@ class Admin:
             body = json.dumps({"error": "a valid admin bearer token is required"}).encode()
             return self._answer(start_response, request_id, 401, body, "unauthorized",
                                 [("www-authenticate", "Bearer")])
-        status, document = route()
+        if path.startswith("/llm-usage/"):
+            status, document = route(parse_qs(query_string, keep_blank_values=True))
+        else:
+            status, document = route()
         return self._answer(start_response, request_id, status, json.dumps(document).encode())
 
     def _authorized(self, environ):

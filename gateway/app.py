@@ -7,6 +7,9 @@ from .admin import Admin
 from .pipeline import Gateway
 from .policy_store import PolicyStore
 from .upstream import Upstreams
+from .usage.paths import usage_spool_dir
+from .usage.spool import SpoolWriter
+from .usage.store import UsageStore
 
 SEGMENT_ENV = "MITRITY_POLICY_SEGMENT"
 
@@ -21,5 +24,6 @@ def build_application(config=None):
     policies = PolicyStore(os.environ[SEGMENT_ENV], config["dlp.builtin_patterns"])
     upstreams = Upstreams(config["providers"], config["upstream.ca_file"],
                           config["upstream.connect_timeout_s"], config["upstream.read_timeout_s"])
-    admin = Admin(policies, gateway_config.admin_token(config))
-    return Gateway(config, policies, upstreams, admin)
+    admin = Admin(policies, gateway_config.admin_token(config), UsageStore(config["usage.database"], readonly=True))
+    spool = SpoolWriter(usage_spool_dir(config), f"worker-{os.getpid()}")
+    return Gateway(config, policies, upstreams, admin, spool)

@@ -28,9 +28,12 @@ from .headers import request_headers, response_headers
 from .providers import ADAPTERS, ROUTES, read_call
 from .streaming import StreamRelay
 from .usage import tokens
+from .usage.record import usage_record
 
 log = logging.getLogger("mitrity.gateway")
 READ_CHUNK_BYTES = 64 * 1024
+# Answered on a provider's path but not a governed call: no usage record.
+_NOT_CALLS = frozenset(("method_not_allowed",))
 
 
 @dataclass
@@ -76,8 +79,9 @@ def _shutdown(sock):
 
 
 class Gateway:
-    def __init__(self, config, policies, upstreams, admin):
+    def __init__(self, config, policies, upstreams, admin, usage_spool=None):
         self.policies = policies
+        self.usage_spool = usage_spool  # where each call's usage record goes (gateway.usage.spool)
         self.upstreams = upstreams
         self.admin = admin
         self.max_request_bytes = config["server.max_request_bytes"]
@@ -320,8 +324,10 @@ class Gateway:
     # -- record ------------------------------------------------------------
 
     def record(self, call):
-        """The call's metadata line (the usage record hooks in here)."""
+        """The call's usage record (to the spool: one local append) and its log line."""
         latency_ms = (time.monotonic() - call.started) * 1000
+        if self.usage_spool is not None and call.provider is not None and call.reason not in _NOT_CALLS:
+            self.usage_spool.write(usage_record(call, latency_ms))
         log.info("call %s agent=%s provider=%s model=%s stream=%s decision=%s reason=%s status=%s redactions=%s "
                  "latency_ms=%.1f", call.request_id, call.agent_id, call.provider, call.model, call.stream,
                  call.decision, call.reason, call.status, call.redactions, latency_ms)

@@ -1,11 +1,12 @@
-"""Start policy-sync from the gunicorn master, and restart it if it dies.
+"""Start the gateway's helper processes from the gunicorn master, and restart
+them if they die: policy-sync, and the usage collector.
 
-policy-sync is a separate program (``python -m policy_sync``) started with
-fork+exec, so the master stays free of threads and of the sync's imports (a
-thread in the master before a fork can hang the workers' TLS). The master's
-loop calls ``ensure_running()`` once a second and on every SIGCHLD; a dead
-policy-sync is restarted with a backoff, and the workers keep enforcing the
-policy already in shared memory meanwhile.
+Each is a separate program (``python -m ...``) started with fork+exec, so the
+master stays free of threads and of their imports (a thread in the master
+before a fork can hang the workers' TLS). The master's loop calls
+``ensure_running()`` once a second and on every SIGCHLD; a dead process is
+restarted with a backoff, and the workers carry on meanwhile (they keep the
+policy already in shared memory, and keep spooling usage records).
 """
 
 import logging
@@ -21,11 +22,10 @@ MAX_RESTART_DELAY_S = 30.0
 STOP_TIMEOUT_S = 5.0
 
 
-class PolicySyncProcess:
-    def __init__(self, policy_file, segment_name, master_pid, log_level="info"):
-        self.args = [sys.executable, "-m", "policy_sync", "--policy-file", policy_file,
-                     "--segment", segment_name, "--parent-pid", str(master_pid), "--log-level", log_level]
-        self.segment_name = segment_name
+class SupervisedProcess:
+    def __init__(self, name, module, args):
+        self.name = name
+        self.args = [sys.executable, "-m", module, *args]
         self.process = None
         self._delay = MIN_RESTART_DELAY_S
         self._not_before = 0.0
@@ -34,7 +34,7 @@ class PolicySyncProcess:
     def start(self):
         self.process = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, close_fds=True)
         self._started_at = time.monotonic()
-        log.info("policy-sync started (pid: %s)", self.process.pid)
+        log.info("%s started (pid: %s)", self.name, self.process.pid)
 
     def ensure_running(self):
         if self.process is None or self.process.poll() is None:
@@ -42,7 +42,8 @@ class PolicySyncProcess:
         now = time.monotonic()
         if self._not_before == 0.0:
             # The master may already have reaped it (waitpid(-1)); poll() then says 0.
-            log.error("policy-sync (pid: %s) exited with %s; restarting", self.process.pid, self.process.returncode)
+            log.error("%s (pid: %s) exited with %s; restarting", self.name, self.process.pid,
+                      self.process.returncode)
             if now - self._started_at > MAX_RESTART_DELAY_S:
                 self._delay = MIN_RESTART_DELAY_S  # it had been running fine: no backoff
             self._not_before = now + self._delay
@@ -61,5 +62,17 @@ class PolicySyncProcess:
             self.process.kill()
             self.process.wait()
 
-    def remove_segment(self):
-        SegmentWriter.unlink(self.segment_name)
+
+def policy_sync_process(policy_file, segment_name, master_pid, log_level="info"):
+    return SupervisedProcess("policy-sync", "policy_sync", [
+        "--policy-file", policy_file, "--segment", segment_name, "--parent-pid", str(master_pid),
+        "--log-level", log_level])
+
+
+def usage_collector_process(spool_dir, database, master_pid):
+    return SupervisedProcess("usage collector", "gateway.usage.collector", [
+        "--spool", spool_dir, "--database", database, "--parent-pid", str(master_pid)])
+
+
+def remove_segment(name):
+    SegmentWriter.unlink(name)

@@ -20,6 +20,7 @@ from gateway import certs
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
 BOUND_SPIFFE_ID = "spiffe://cluster.local/ns/support/sa/support-bot"
+HELPER_MODULES = ("policy_sync", "gateway.usage.collector")  # the master's non-worker children
 
 
 def free_port():
@@ -129,7 +130,11 @@ class Gateway:
             return ""
 
     def worker_pids(self):
-        return [p for p in self.children() if "policy_sync" not in self._cmdline(p)]
+        return [p for p in self.children() if not any(h in self._cmdline(p) for h in HELPER_MODULES)]
+
+    def collector_pid(self):
+        pids = [p for p in self.children() if "gateway.usage.collector" in self._cmdline(p)]
+        return pids[0] if pids else None
 
     def policy_sync_pid(self):
         pids = [p for p in self.children() if "policy_sync" in self._cmdline(p)]

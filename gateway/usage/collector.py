@@ -61,6 +61,7 @@ PASS_BYTES = 4 * 1024 * 1024           # read in one pass: bounds one transactio
 STATE_NAME = ".collector-state.json"
 LOCK_NAME = ".collector.lock"
 STATE_VERSION = 1
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class CollectorBusy(Exception):
@@ -248,6 +249,8 @@ class Collector:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)   # the master's; we are restarted instead
+        # main() holds the stop signals while the store opens; one sent meanwhile arrives now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         while self.running:
             if parent_pid and os.getppid() != parent_pid:
                 log.warning("gateway master %s is gone; usage collector exiting", parent_pid)
@@ -282,6 +285,9 @@ def main(argv=None):
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] usage-collector: %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S %z")  # the same shape as gunicorn's lines
+    # Held until run() has its handlers: a SIGTERM while the store opens is not lost, and
+    # does not kill the process half-way either.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         collector = Collector(args.spool, args.database)
     except CollectorBusy as exc:
