@@ -75,3 +75,30 @@ def test_known_calls_leave_exact_records_summaries_and_bom(gw, provider):
     assert ("anthropic", "claude-opus-4-1") not in entries  # never forwarded
     assert entries[("anthropic", "claude-sonnet-4-5")]["calls"] == 2
     assert gw.admin("/llm-usage/records?limit=5000")[0] == 400
+
+
+def test_no_content_or_key_reaches_any_file(gw, provider):
+    """Prompts, answers, provider keys and MITRITY keys appear in no log line,
+    record, spool or database file the gateway writes."""
+    import os
+
+    from tests.e2e.conftest import API_KEY, PROVIDER_KEY
+    sentence = "the heron flies at midnight over violet harbour"
+    answer = "canary answer: marmalade typewriter seventeen"
+    provider.script(reply_text=answer)
+    anthropic_client(gw).messages.create(model="claude-sonnet-4-5", max_tokens=16,
+                                         messages=[{"role": "user", "content": sentence}])
+    provider.script(chunks=["canary ", "answer: ", "marmalade ", "typewriter ", "seventeen"])
+    list(openai_client(gw).chat.completions.create(model="gpt-4o-mini", stream=True,
+                                                   messages=[{"role": "user", "content": sentence}]))
+    records_of(gw, 2)
+    canaries = [sentence, "marmalade typewriter", API_KEY, PROVIDER_KEY]
+    for root, _, files in os.walk(gw.dir):
+        for name in files:
+            path = os.path.join(root, name)
+            if path.endswith((".crt", ".key")) or name == "policy.yaml":
+                continue
+            with open(path, "rb") as f:
+                data = f.read()
+            for canary in canaries:
+                assert canary.encode() not in data, f"{canary!r} found in {path}"
