@@ -5,12 +5,13 @@ default config/gateway.yaml), validated by ``gateway.config``. gunicorn runs
 this file in the master at start and again on SIGHUP.
 
 The fork line, in one place:
-- the master only parses config and starts policy-sync (fork+exec); it opens no
+- the master only parses config and starts policy-sync and the usage collector
+  (fork+exec, policy_sync/supervisor.py); it opens no
   TLS context, maps no shared memory and starts no thread (gunicorn's control
   socket runs a thread, so it is off);
 - each worker patches the standard library with gevent first
   (``workers.gevent_tls.GatewayWorker``), then imports ``gateway.wsgi`` and
-  builds its SSL contexts, upstream pool and policy mapping. No --preload.
+  builds its SSL contexts, upstream pool, policy mapping and usage spool. No --preload.
 """
 
 import os

@@ -9,18 +9,7 @@ import pytest
 
 from gateway.usage import spool as spool_module
 from gateway.usage.spool import MAX_RECORD_BYTES, SpoolWriter, encode, parse_spool_name, spool_bytes
-
-
-def record(n, **fields):
-    base = {
-        "id": f"rec-{n}", "ts": "2025-03-01T12:00:00Z", "agent_id": "agent-a", "provider": "anthropic",
-        "model": "claude-sonnet-4-5", "decision": "allowed", "reason": None, "status": 200, "stream": False,
-        "input_tokens": 100, "output_tokens": 20, "total_tokens": 120, "cache_read_input_tokens": 0,
-        "cache_creation_input_tokens": 0, "redaction_count": 0, "estimated_cost_usd": 0.001,
-        "latency_ms": 250, "forwarded": True,
-    }
-    base.update(fields)
-    return base
+from tests.gateway.usage.test_collector import record  # one record builder for the usage tests
 
 
 def spool_files(directory):
