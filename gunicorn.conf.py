@@ -19,6 +19,7 @@ import signal
 import sys
 
 from gateway import config as gateway_config
+from gateway import metrics_dir
 from gateway.usage.paths import usage_spool_dir
 from policy_sync import supervisor
 from workers.gevent_tls import HELD_ACROSS_FORK
@@ -38,6 +39,16 @@ gateway_config.ACTIVE = _config
 
 # The policy segment is named after the master, so several gateways can share a host.
 os.environ.setdefault("MITRITY_POLICY_SEGMENT", f"/mitrity-policy-{os.getpid()}")
+if _first_load:
+    # Every process counts into its own files here (gateway.metrics); they
+    # inherit the variable, so it is set before anything is started.
+    os.environ.setdefault(metrics_dir.ENV, metrics_dir.metrics_dir(_config))
+    try:
+        metrics_dir.prepare(os.environ[metrics_dir.ENV])
+    except OSError as exc:
+        print(f"mitrity-llm-gateway: cannot prepare the metrics directory {os.environ[metrics_dir.ENV]}: "
+              f"{exc.strerror}", file=sys.stderr)
+        sys.exit(2)
 
 wsgi_app = "gateway.wsgi"
 bind = [_config["server.bind"], _config["admin.bind"]]

@@ -17,6 +17,7 @@ setup(
         "posix-ipc==1.3.2",
         "cryptography==50.0.2",
         "google-re2==1.1.20251105",
+        "prometheus-client==0.26.0",
     ],
     extras_require={
         "test": [

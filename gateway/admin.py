@@ -1,9 +1,10 @@
-"""The admin listener: liveness and readiness (SPEC section 6).
+"""The admin listener (SPEC section 6): liveness and readiness, Prometheus
+metrics, and the usage API.
 
 When the admin token variable is set, every admin route needs
 ``Authorization: Bearer <token>``; the presented token is compared by digest in
-constant time. ``/llm-usage/records|summary|bom`` read the usage store
-(SPEC section 6); ``/metrics`` is still to come.
+constant time. ``/llm-usage/records|summary|bom`` read the usage store;
+``/metrics`` merges every gateway process's counters (gateway.metrics).
 """
 
 import hashlib
@@ -12,6 +13,7 @@ import json
 import time
 from urllib.parse import parse_qs
 
+from . import metrics
 from .errors import error_body, status_line
 from .usage import query
 
@@ -21,11 +23,12 @@ def _digest(token):
 
 
 class Admin:
-    def __init__(self, policies, token=None, usage_store=None):
+    def __init__(self, policies, token=None, usage_store=None, spool_dir=None):
         self.policies = policies
         self.usage_store = usage_store  # a read-only gateway.usage.store.UsageStore
+        self.spool_dir = spool_dir      # the usage spool, for the backlog gauge
         self._token_digest = _digest(token) if token else None
-        self.routes = {"/healthz": self.healthz, "/readyz": self.readyz}
+        self.routes = {"/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.metrics}
         if usage_store is not None:
             for name, route in (("records", query.records), ("summary", query.summary), ("bom", query.bom)):
                 self.routes["/llm-usage/" + name] = self._usage_route(route)
@@ -49,10 +52,9 @@ class Admin:
             body = json.dumps({"error": "a valid admin bearer token is required"}).encode()
             return self._answer(start_response, request_id, 401, body, "unauthorized",
                                 [("www-authenticate", "Bearer")])
-        if path.startswith("/llm-usage/"):
-            status, document = route(parse_qs(query_string, keep_blank_values=True))
-        else:
-            status, document = route()
+        status, document = route(parse_qs(query_string, keep_blank_values=True))
+        if isinstance(document, bytes):  # the Prometheus text
+            return self._answer(start_response, request_id, status, document, content_type=metrics.CONTENT_TYPE)
         return self._answer(start_response, request_id, status, json.dumps(document).encode())
 
     def _authorized(self, environ):
@@ -63,10 +65,13 @@ class Admin:
             return False
         return hmac.compare_digest(_digest(presented.strip()), self._token_digest)
 
-    def healthz(self):
+    def metrics(self, params):
+        return 200, metrics.exposition(self.policies, self.spool_dir)
+
+    def healthz(self, params):
         return 200, {"status": "ok"}
 
-    def readyz(self):
+    def readyz(self, params):
         policy = self.policies.current()
         if policy is None:
             return 503, {"ready": False, "reason": "policy_unavailable"}
@@ -80,8 +85,8 @@ class Admin:
         }
 
     @staticmethod
-    def _answer(start_response, request_id, status, body, reason=None, extra=()):
-        headers = [("content-type", "application/json"), ("content-length", str(len(body))),
+    def _answer(start_response, request_id, status, body, reason=None, extra=(), content_type="application/json"):
+        headers = [("content-type", content_type), ("content-length", str(len(body))),
                    ("x-request-id", request_id)]
         if reason:
             headers.append(("x-mitrity-reason", reason))

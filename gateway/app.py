@@ -24,6 +24,8 @@ def build_application(config=None):
     policies = PolicyStore(os.environ[SEGMENT_ENV], config["dlp.builtin_patterns"])
     upstreams = Upstreams(config["providers"], config["upstream.ca_file"],
                           config["upstream.connect_timeout_s"], config["upstream.read_timeout_s"])
-    admin = Admin(policies, gateway_config.admin_token(config), UsageStore(config["usage.database"], readonly=True))
-    spool = SpoolWriter(usage_spool_dir(config), f"worker-{os.getpid()}")
+    spool_dir = usage_spool_dir(config)
+    admin = Admin(policies, gateway_config.admin_token(config), UsageStore(config["usage.database"], readonly=True),
+                  spool_dir)
+    spool = SpoolWriter(spool_dir, f"worker-{os.getpid()}")
     return Gateway(config, policies, upstreams, admin, spool)

@@ -21,7 +21,7 @@ from gunicorn.http.errors import ParseException
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
-from . import engine, identity, jsonspans
+from . import engine, identity, jsonspans, metrics
 from .engine.redaction import scan_strings
 from .errors import REASONS, BodyTimeout, error_body, status_line
 from .headers import request_headers, response_headers
@@ -48,11 +48,13 @@ class Call:
     decision: str = "blocked"   # the request-phase verdict: allowed | redacted | blocked
     reason: str | None = None
     redactions: int = 0         # findings redacted, prompt and answer
+    prompt_redactions: int = 0  # of which in the prompt
     forwarded: bool = False     # the request reached the provider
     usage: object = None        # gateway.usage.tokens.Usage, when the answer reported it
     prices: object = None       # the policy's price catalog, for the cost estimate
     started_at: float = 0.0     # wall clock, for the record's ts
     status: int = 0
+    upstream_s: float | None = None  # forwarding until the provider's response headers
 
 
 class _CloseAfter:
@@ -164,6 +166,7 @@ class Gateway:
         if decision.edits:
             body = jsonspans.replace_spans(body, decision.edits)
             call.decision, call.redactions = "redacted", decision.redactions
+            call.prompt_redactions = decision.redactions
         else:
             call.decision = "allowed"
         call.prices = policy.prices
@@ -194,6 +197,7 @@ class Gateway:
 
     def forward(self, environ, start_response, call, policy, path_and_query, body, drop_usage_chunk=False):
         headers = request_headers(environ, self.identity_header)
+        sent = time.monotonic()
         try:
             upstream = self.upstreams.send(call.provider, path_and_query, headers, body)
         except (requests.exceptions.ConnectTimeout, requests.exceptions.ReadTimeout):
@@ -203,6 +207,7 @@ class Gateway:
             return self.deny(start_response, call, "upstream_error")
 
         call.forwarded = True
+        call.upstream_s = time.monotonic() - sent
         answer_headers = response_headers(upstream.headers) + self.call_headers(call)
         call.status = upstream.status_code
         content_type = upstream.headers.get("content-type", "")
@@ -324,10 +329,14 @@ class Gateway:
     # -- record ------------------------------------------------------------
 
     def record(self, call):
-        """The call's usage record (to the spool: one local append) and its log line."""
+        """The call's usage record (to the spool: one local append), its metrics and its log line."""
         latency_ms = (time.monotonic() - call.started) * 1000
+        record = None
         if self.usage_spool is not None and call.provider is not None and call.reason not in _NOT_CALLS:
-            self.usage_spool.write(usage_record(call, latency_ms))
+            record = usage_record(call, latency_ms)
+            if not self.usage_spool.write(record):
+                metrics.USAGE_DROPPED.inc()
+        metrics.observe_call(call, latency_ms / 1000, record)
         log.info("call %s agent=%s provider=%s model=%s stream=%s decision=%s reason=%s status=%s redactions=%s "
                  "latency_ms=%.1f", call.request_id, call.agent_id, call.provider, call.model, call.stream,
                  call.decision, call.reason, call.status, call.redactions, latency_ms)

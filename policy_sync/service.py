@@ -18,6 +18,8 @@ import os
 import signal
 import time
 
+from gateway import metrics
+
 from . import bundle
 from .shm import SegmentWriter
 
@@ -81,6 +83,7 @@ class PolicySync:
             generation = self.writer.publish(payload)
         except Exception as exc:  # any failure rejects the bundle whole
             self._rejected = digest
+            metrics.POLICY_REJECTED.inc()
             reason = str(exc) if isinstance(exc, (bundle.BundleError, ValueError)) else type(exc).__name__
             log.error("policy bundle rejected, keeping generation %s: %s", self.writer.generation, reason)
             return

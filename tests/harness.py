@@ -47,8 +47,9 @@ class PKI:
 class Gateway:
     """One gunicorn master with its workers and policy-sync."""
 
-    def __init__(self, directory, pki, config, policy, env=None):
+    def __init__(self, directory, pki, config, policy, env=None, app="gateway.wsgi"):
         self.dir = directory
+        self.app = app
         self.pki = pki
         self.port = free_port()
         self.admin_port = free_port()
@@ -70,6 +71,7 @@ class Gateway:
         self.env = dict(os.environ)
         self.env.pop("WEB_CONCURRENCY", None)
         self.env.pop("MITRITY_POLICY_SEGMENT", None)
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.env.update(env or {}, MITRITY_CONFIG=self.config_path)
         self.process = None
 
@@ -90,7 +92,7 @@ class Gateway:
 
     def start(self, wait_ready=True, timeout=20):
         self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", "gateway.wsgi"], cwd=ROOT,
+        self.process = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", self.app], cwd=ROOT,
                                         env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -114,6 +116,19 @@ class Gateway:
             return exc.code, json.loads(exc.read() or b"null")
         except OSError:
             return None, None
+
+    def metrics(self, headers=None):
+        """GET /metrics: (content type, {sample name + sorted labels: value}) parsed by
+        prometheus-client's text parser (which raises on anything malformed)."""
+        from prometheus_client.parser import text_string_to_metric_families
+        request = urllib.request.Request(self.admin_url + "/metrics", headers=headers or {})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            content_type, text = response.headers["content-type"], response.read().decode()
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return content_type, samples, text
 
     def children(self):
         try:

@@ -167,6 +167,8 @@ class GatewayWorker(GeventWorker):
         else:
             self.log.error("unexpected %s while serving a connection", type(exc).__name__)
             status, code = 500, "internal_error"
+        from gateway import metrics  # after the fork: see gateway.metrics
+        metrics.observe_refused(code)
         body = error_body(code, None, "Malformed HTTP request." if code == "invalid_request" else None)
         head = (f"HTTP/1.1 {status_line(status)}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\nX-Request-Id: req_{os.urandom(12).hex()}\r\n"

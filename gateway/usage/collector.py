@@ -50,6 +50,7 @@ import sqlite3
 import sys
 import time
 
+from gateway import metrics
 from gateway.usage.spool import parse_spool_name
 from gateway.usage.store import UsageStore
 
@@ -190,18 +191,23 @@ class Collector:
         if not batch:
             return
         try:
-            self.stored += self.store.insert_many([record for _, _, record in batch])
+            self._stored(self.store.insert_many([record for _, _, record in batch]))
             return
         except ValueError:
             pass                       # a refused record: store the others one by one
         for name, position, record in batch:
             try:
-                self.stored += self.store.insert_many([record])
+                self._stored(self.store.insert_many([record]))
             except ValueError as exc:
                 self._skip(name, position, f"refused by the store: {exc}")
 
+    def _stored(self, count):
+        self.stored += count
+        metrics.USAGE_STORED.inc(count)
+
     def _skip(self, name, position, why):
         self.corrupt += 1
+        metrics.USAGE_SKIPPED.inc()
         log.error("usage spool file %s: skipped the line at byte %d: %s; %d skipped so far",
                   name, position, why, self.corrupt)
 

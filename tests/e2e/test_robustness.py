@@ -579,7 +579,10 @@ def test_admin_token_is_required_when_set(tight):
     assert status == 200
     assert document["policy_revision"] == "test.1"
     assert isinstance(document["policy_age_s"], (int, float)) and document["policy_age_s"] >= 0
-    for path in ("/healthz", "/readyz"):
+    content_type, samples, _ = tight.metrics(good)
+    assert content_type.startswith("text/plain") and samples
+    for path in ("/healthz", "/readyz", "/metrics", "/llm-usage/records", "/llm-usage/summary?group_by=model",
+                 "/llm-usage/bom"):
         for headers in ({}, {"Authorization": "Bearer tok-124"}, {"Authorization": "Bearer "},
                         {"Authorization": "Basic dG9rLTEyMw=="}, {"Authorization": ADMIN_TOKEN},
                         {"Authorization": f"Bearer {ADMIN_TOKEN}x"}):

@@ -79,11 +79,12 @@ def test_known_calls_leave_exact_records_summaries_and_bom(gw, provider):
 
 def test_no_content_or_key_reaches_any_file(gw, provider):
     """Prompts, answers, provider keys and MITRITY keys appear in no log line,
-    record, spool or database file the gateway writes."""
+    record, spool, metrics or database file the gateway writes, nor in /metrics."""
     import os
 
     from tests.e2e.conftest import API_KEY, PROVIDER_KEY
-    sentence = "the heron flies at midnight over violet harbour"
+    secret = "AKIAQYLPMN5HHHFPZAM2"  # redacted from the prompt
+    sentence = "the heron flies at midnight over violet harbour " + secret
     answer = "canary answer: marmalade typewriter seventeen"
     provider.script(reply_text=answer)
     anthropic_client(gw).messages.create(model="claude-sonnet-4-5", max_tokens=16,
@@ -92,7 +93,11 @@ def test_no_content_or_key_reaches_any_file(gw, provider):
     list(openai_client(gw).chat.completions.create(model="gpt-4o-mini", stream=True,
                                                    messages=[{"role": "user", "content": sentence}]))
     records_of(gw, 2)
-    canaries = [sentence, "marmalade typewriter", API_KEY, PROVIDER_KEY]
+    canaries = [sentence[:30], secret, "marmalade typewriter", API_KEY, PROVIDER_KEY]
+    metrics_text = gw.metrics()[2]
+    assert 'phase="request"' in metrics_text  # the redaction was counted...
+    for canary in canaries:
+        assert canary not in metrics_text      # ...and nothing of it kept
     for root, _, files in os.walk(gw.dir):
         for name in files:
             path = os.path.join(root, name)
@@ -102,3 +107,52 @@ def test_no_content_or_key_reaches_any_file(gw, provider):
                 data = f.read()
             for canary in canaries:
                 assert canary.encode() not in data, f"{canary!r} found in {path}"
+
+
+def test_killing_the_collector_during_a_burst_loses_and_duplicates_no_record(gw):
+    """SIGKILL the collector twice while 8 clients make 800 calls: every call's
+    record is in the store exactly once after the supervisor restarts it."""
+    import os
+    import signal
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from tests.e2e.conftest import API_KEY
+    body = b'{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}'
+    local = threading.local()
+    done = []
+
+    def call(_):
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+            local.session.verify, local.session.trust_env = gw.pki.ca.cert_path, False
+        answer = local.session.post(gw.url + "/v1/messages", data=body, timeout=10, headers={
+            "content-type": "application/json", "x-api-key": "sk-x", "anthropic-version": "2023-06-01",
+            "x-mitrity-api-key": API_KEY})
+        assert answer.status_code == 200
+        done.append(answer.headers["x-request-id"])
+        return answer.headers["x-request-id"]
+
+    killed, calls = [], 800
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(call, n) for n in range(calls)]
+        threshold = 100
+        for _ in range(2):
+            deadline = time.monotonic() + 30
+            while len(done) < threshold and time.monotonic() < deadline:
+                time.sleep(0.005)
+            pid = gw.collector_pid()
+            os.kill(pid, signal.SIGKILL)
+            killed.append((pid, len(done)))
+            while gw.collector_pid() in (None, pid) and time.monotonic() < deadline:
+                time.sleep(0.05)   # restarted by the master (after its backoff)
+            threshold = len(done) + 50
+        ids = [future.result() for future in futures]
+    assert len({pid for pid, _ in killed}) == 2 and all(at < calls for _, at in killed), killed  # mid-burst
+    records = records_of(gw, calls, timeout=15)
+    stored = [r["id"] for r in records]
+    assert len(stored) == len(set(stored)) == calls
+    assert set(stored) == set(ids)
+    assert gw.log().count("usage collector (pid: ") >= 2  # the master noticed and restarted it

@@ -42,3 +42,14 @@ def test_blocked_before_forwarding_has_zero_tokens_and_its_reason():
 def test_uncatalogued_model_has_null_cost():
     record = usage_record(call(model="some-new-model", decision="allowed", status=200, usage=Usage(10, 5)), 1.0)
     assert record["estimated_cost_usd"] is None
+
+
+def test_a_blocked_answer_blocks_the_call_and_keeps_the_providers_usage():
+    record = usage_record(call(decision="redacted", reason="response_blocked", status=502, forwarded=True,
+                               usage=Usage(40, 9)), 1.0)
+    assert (record["decision"], record["reason"], record["total_tokens"]) == ("blocked", "response_blocked", 49)
+
+
+def test_a_provider_failure_keeps_the_request_phase_decision():
+    record = usage_record(call(decision="allowed", reason="upstream_error", status=502, forwarded=True), 1.0)
+    assert (record["decision"], record["reason"], record["status"]) == ("allowed", None, 502)

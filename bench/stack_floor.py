@@ -1,0 +1,99 @@
+"""The floor under the gateway's CPU per call: what the chosen stack costs
+with the gateway's own work taken out, side by side with the full gateway.
+
+1. Serving floor: the gateway's gunicorn config and TLS worker class serving
+   bench.floor_app (read the body, answer a fixed JSON; no identity, policy,
+   forwarding, record or log), at concurrency 32: CPU of every gunicorn
+   process per call.
+2. Forwarding floor: one pooled ``requests`` transport (gateway.upstream, as
+   the workers use it) POSTing the same small call to a local fake provider
+   over kept-alive TLS and reading the answer, timed with the client thread's
+   own CPU clock (time.thread_time), in a plain thread: no gevent, so a lower
+   bound for the same work inside a gevent worker.
+3. The full gateway (identity, mission, DLP on prompt and answer, forwarding,
+   usage record, metrics, log line), same calls, same concurrency.
+
+    python -m bench.stack_floor [--calls 2000] [--workers 2]
+"""
+
+import argparse
+import hashlib
+import os
+import tempfile
+import time
+
+from bench.proxy_overhead import BODY, KEY, concurrent, cpu_seconds, sequential
+from gateway.upstream import Upstreams
+from tests.fakes.provider import FakeProvider
+from tests.fakes.tlsfiles import make_test_ca
+from tests.harness import PKI, Gateway
+
+HEADERS = {"content-type": "application/json", "x-api-key": "sk-bench", "anthropic-version": "2023-06-01"}
+
+
+def serving_cpu_ms(gw, pki, calls):
+    pids = [gw.process.pid] + gw.worker_pids()
+    sequential(gw.url + "/v1/messages", pki.ca.cert_path, 100)
+    cpu0 = cpu_seconds(pids)
+    done, _ = concurrent(gw.url + "/v1/messages", pki.ca.cert_path, calls)
+    return (cpu_seconds(pids) - cpu0) / done * 1000
+
+
+def forwarding_cpu_ms(provider, ca_file, calls):
+    upstreams = Upstreams({"anthropic": provider.base_url}, ca_file)
+    for _ in range(50):
+        upstreams.send("anthropic", "/v1/messages", HEADERS, BODY).raw.read()
+    start = time.thread_time()
+    for _ in range(calls):
+        answer = upstreams.send("anthropic", "/v1/messages", HEADERS, BODY)
+        while answer.raw.read1(65536, decode_content=True):
+            pass
+        answer.raw.release_conn()
+    spent = time.thread_time() - start
+    upstreams.close()
+    return spent / calls * 1000
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        upstream_tls = make_test_ca(os.path.join(tmp, "up"))
+        os.makedirs(os.path.join(tmp, "pki"))
+        pki = PKI(os.path.join(tmp, "pki"))
+        policy = {"revision": "bench", "agents": [{
+            "id": "bench", "api_key_sha256": [hashlib.sha256(KEY.encode()).hexdigest()],
+            "mission": {"allow": ["llm:send:anthropic:claude-sonnet-4-5*"]}}]}
+        config = {"server": {"workers": args.workers, "log_level": "warning"},
+                  "providers": {"anthropic": {"upstream": None}}, "upstream": {"ca_file": upstream_tls["ca"]}}
+        provider = FakeProvider(upstream_tls["cert"], upstream_tls["key"]).start()
+        config["providers"]["anthropic"]["upstream"] = provider.base_url
+        results = {}
+        try:
+            for name, app in (("serving", "bench.floor_app"), ("gateway", "gateway.wsgi")):
+                directory = os.path.join(tmp, name)
+                os.makedirs(directory)
+                gw = Gateway(directory, pki, config, policy, app=app).start(wait_ready=app == "gateway.wsgi")
+                try:
+                    results[name] = serving_cpu_ms(gw, pki, args.calls)
+                finally:
+                    gw.stop()
+            results["forwarding"] = forwarding_cpu_ms(provider, upstream_tls["ca"], args.calls)
+        finally:
+            provider.stop()
+
+    floor = results["serving"] + results["forwarding"]
+    print(f"# the stack's floor ({args.workers} workers, {os.cpu_count()} cores, {args.calls} calls)")
+    print("| CPU per small call | ms |")
+    print("|---|---|")
+    print(f"| serving floor: gunicorn + gevent + TLS worker, empty app (concurrency 32) | {results['serving']:.3f} |")
+    print(f"| forwarding floor: pooled requests POST over TLS, one thread, no gevent | {results['forwarding']:.3f} |")
+    print(f"| sum: the floor for a forwarded call | {floor:.3f} |")
+    print(f"| the full gateway (concurrency 32) | {results['gateway']:.3f} |")
+    print(f"| the gateway's own work above the floor | {results['gateway'] - floor:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

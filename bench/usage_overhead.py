@@ -1,0 +1,174 @@
+"""What usage recording costs: CPU per call with it on versus off, and the
+hand-off's throughput (issue: usage pipeline; SPEC section 6).
+
+1. CPU per call, on versus off, side by side in one run. Two real gateways
+   (gunicorn, gevent workers, policy-sync, usage collector) serve the same
+   local fake provider: one as shipped, one started with bench.usage_off_app
+   (identical, but no record is built or spooled; its collector idles). They
+   take turns, ``--rounds`` times each, ``--calls`` small forwarded calls at
+   concurrency 32; a run's CPU is the user+system time of every gateway process
+   (master, workers, policy-sync, collector, from /proc) divided by its calls.
+   The table gives the median run of each and their ratio.
+2. Attribution, which is steadier than a difference of two noisy runs: the
+   worker-side cost of one call's recording (building the record, one spool
+   append, its metrics) timed in this process with the real objects over
+   ``--records`` calls, plus the collector's CPU per call measured in the
+   "on" runs, as a share of the gateway's CPU per call.
+3. Hand-off throughput: records per second one SpoolWriter appends, and
+   records per second one Collector moves from spool files into a fresh
+   SQLite store.
+
+    python -m bench.usage_overhead [--calls 2000] [--rounds 3] [--records 50000]
+"""
+
+import argparse
+import hashlib
+import os
+import statistics
+import tempfile
+import time
+
+from bench.proxy_overhead import concurrent, cpu_seconds, sequential
+from tests.fakes.provider import FakeProvider
+from tests.fakes.tlsfiles import make_test_ca
+from tests.harness import PKI, Gateway
+
+KEY = "mtr_bench_key"
+
+
+def start_gateways(tmp, provider, upstream_tls, pki, workers):
+    policy = {"revision": "bench", "agents": [{
+        "id": "bench", "api_key_sha256": [hashlib.sha256(KEY.encode()).hexdigest()],
+        "mission": {"allow": ["llm:send:anthropic:claude-sonnet-4-5*"]}}]}
+    config = {"server": {"workers": workers, "log_level": "warning"},
+              "providers": {"anthropic": {"upstream": provider.base_url}},
+              "upstream": {"ca_file": upstream_tls["ca"]}}
+    gateways = {}
+    for name, app in (("on", "gateway.wsgi"), ("off", "bench.usage_off_app")):
+        directory = os.path.join(tmp, name)
+        os.makedirs(directory)
+        gateways[name] = Gateway(directory, pki, config, policy, app=app).start()
+    return gateways
+
+
+def cpu_per_call(gw, pki, calls):
+    """(gateway CPU ms per call, of which the collector's) over one run at concurrency 32."""
+    pids = [gw.process.pid] + gw.children()
+    collector = gw.collector_pid()
+    cpu0, collector0 = cpu_seconds(pids), cpu_seconds([collector])
+    done, _ = concurrent(gw.url + "/v1/messages", pki.ca.cert_path, calls)
+    time.sleep(0.5)  # the collector's last pass over this run's records
+    return ((cpu_seconds(pids) - cpu0) / done * 1000, (cpu_seconds([collector]) - collector0) / done * 1000)
+
+
+def worker_side_us(records, tmp):
+    """Microseconds per call of Gateway.record()'s usage part, with the real objects."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(tmp, "metrics")
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    from gateway import metrics
+    from gateway.pipeline import Call
+    from gateway.usage.prices import PriceCatalog
+    from gateway.usage.record import usage_record
+    from gateway.usage.spool import SpoolWriter
+    from gateway.usage.tokens import Usage
+    spool = SpoolWriter(os.path.join(tmp, "spool"), "bench", max_bytes=1 << 40)
+    prices = PriceCatalog.builtin()
+    call = Call("req_0123456789abcdef01234567", 0.0, provider="anthropic", agent_id="support-bot",
+                model="claude-sonnet-4-5", decision="allowed", status=200, forwarded=True, prices=prices,
+                started_at=time.time(), usage=Usage(1200, 85, 0, 0, "claude-sonnet-4-5-20250929"), upstream_s=0.01)
+    start = time.process_time()
+    for _ in range(records):
+        record = usage_record(call, 3.2)
+        spool.write(record)
+        metrics.observe_call(call, 0.0032, record)
+    with_usage = time.process_time() - start
+    start = time.process_time()
+    for _ in range(records):
+        metrics.observe_call(call, 0.0032, None)
+    without = time.process_time() - start
+    spool.close()
+    return (with_usage - without) / records * 1e6, spool, call
+
+
+def handoff_throughput(records, tmp, call):
+    from gateway.usage.collector import Collector
+    from gateway.usage.record import usage_record
+    from gateway.usage.spool import SpoolWriter
+    spool_dir = os.path.join(tmp, "handoff")
+    writer = SpoolWriter(spool_dir, "bench", max_bytes=1 << 40)
+    lines = []
+    for n in range(records):
+        record = usage_record(call, 3.2)
+        record["id"] = f"req_{n:024x}"
+        lines.append(record)
+    start = time.perf_counter()
+    for record in lines:
+        writer.write(record)
+    append_s = time.perf_counter() - start
+    writer.close()
+    collector = Collector(spool_dir, os.path.join(tmp, "handoff.db"))
+    start = time.perf_counter()
+    try:
+        while collector.step():
+            pass
+        collector.step()
+    finally:
+        collector.close()
+    ingest_s = time.perf_counter() - start
+    assert collector.stored == records, collector.stored
+    return records / append_s, records / ingest_s
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--records", type=int, default=50_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        upstream_tls = make_test_ca(os.path.join(tmp, "up"))
+        os.makedirs(os.path.join(tmp, "pki"))
+        pki = PKI(os.path.join(tmp, "pki"))
+        provider = FakeProvider(upstream_tls["cert"], upstream_tls["key"]).start()
+        gateways = start_gateways(tmp, provider, upstream_tls, pki, args.workers)
+        runs = {"on": [], "off": []}
+        try:
+            for gw in gateways.values():
+                sequential(gw.url + "/v1/messages", pki.ca.cert_path, 100)  # warm up
+            for _ in range(args.rounds):
+                for name, gw in gateways.items():
+                    runs[name].append(cpu_per_call(gw, pki, args.calls))
+        finally:
+            for gw in gateways.values():
+                gw.stop()
+            provider.stop()
+        worker_us, _, call = worker_side_us(args.records, tmp)
+        append_rate, ingest_rate = handoff_throughput(args.records, tmp, call)
+
+    on = statistics.median(total for total, _ in runs["on"])
+    off = statistics.median(total for total, _ in runs["off"])
+    collector_on = statistics.median(collector for _, collector in runs["on"])
+    attributed = worker_us / 1000 + collector_on
+    print(f"# usage recording overhead ({args.workers} workers, {os.cpu_count()} cores, {args.rounds} rounds of "
+          f"{args.calls} calls at concurrency 32)")
+    print("| measure | usage off | usage on | on / off |")
+    print("|---|---|---|---|")
+    print(f"| gateway CPU per call, median run (ms) | {off:.3f} | {on:.3f} | {on / off:.3f} |")
+    print(f"| all runs (ms) | {' '.join(f'{t:.3f}' for t, _ in runs['off'])} | "
+          f"{' '.join(f'{t:.3f}' for t, _ in runs['on'])} | |")
+    print()
+    print("| attribution per call | CPU |")
+    print("|---|---|")
+    print(f"| worker: build the record, append it, its metrics | {worker_us:.1f} us |")
+    print(f"| usage collector process | {collector_on * 1000:.1f} us |")
+    print(f"| share of the gateway's CPU per call | {attributed / (on - attributed) * 100:.1f} % |")
+    print()
+    print("| hand-off | records/s |")
+    print("|---|---|")
+    print(f"| SpoolWriter.write (one worker) | {append_rate:,.0f} |")
+    print(f"| Collector, spool to SQLite | {ingest_rate:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
