@@ -5,7 +5,7 @@ hand-off's throughput (issue: usage pipeline; SPEC section 6).
    (gunicorn, gevent workers, policy-sync, usage collector) serve the same
    local fake provider: one as shipped, one started with bench.usage_off_app
    (identical, but no record is built or spooled; its collector idles). They
-   take turns, ``--rounds`` times each, ``--calls`` small forwarded calls at
+   take turns (alternating who goes first), ``--rounds`` times each, ``--calls`` small forwarded calls at
    concurrency 32; a run's CPU is the user+system time of every gateway process
    (master, workers, policy-sync, collector, from /proc) divided by its calls.
    The table gives the median run of each and their ratio.
@@ -91,6 +91,7 @@ def worker_side_us(records, tmp):
 
 
 def handoff_throughput(records, tmp, call):
+    from gateway.errors import new_request_id
     from gateway.usage.collector import Collector
     from gateway.usage.record import usage_record
     from gateway.usage.spool import SpoolWriter
@@ -99,7 +100,7 @@ def handoff_throughput(records, tmp, call):
     lines = []
     for n in range(records):
         record = usage_record(call, 3.2)
-        record["id"] = f"req_{n:024x}"
+        record["id"] = new_request_id()  # as the workers make them
         lines.append(record)
     start = time.perf_counter()
     for record in lines:
@@ -136,9 +137,10 @@ def main():
         try:
             for gw in gateways.values():
                 sequential(gw.url + "/v1/messages", pki.ca.cert_path, 100)  # warm up
-            for _ in range(args.rounds):
-                for name, gw in gateways.items():
-                    runs[name].append(cpu_per_call(gw, pki, args.calls))
+            for round_number in range(args.rounds):
+                order = ("on", "off") if round_number % 2 == 0 else ("off", "on")  # no order bias
+                for name in order:
+                    runs[name].append(cpu_per_call(gateways[name], pki, args.calls))
         finally:
             for gw in gateways.values():
                 gw.stop()
@@ -149,12 +151,17 @@ def main():
     on = statistics.median(total for total, _ in runs["on"])
     off = statistics.median(total for total, _ in runs["off"])
     collector_on = statistics.median(collector for _, collector in runs["on"])
+    collector_off = statistics.median(collector for _, collector in runs["off"])
+    rest_on = statistics.median(total - collector for total, collector in runs["on"])
+    rest_off = statistics.median(total - collector for total, collector in runs["off"])
     attributed = worker_us / 1000 + collector_on
     print(f"# usage recording overhead ({args.workers} workers, {os.cpu_count()} cores, {args.rounds} rounds of "
           f"{args.calls} calls at concurrency 32)")
     print("| measure | usage off | usage on | on / off |")
     print("|---|---|---|---|")
     print(f"| gateway CPU per call, median run (ms) | {off:.3f} | {on:.3f} | {on / off:.3f} |")
+    print(f"| of which master, workers, policy-sync (ms) | {rest_off:.3f} | {rest_on:.3f} | {rest_on / rest_off:.3f} |")
+    print(f"| of which the usage collector (ms) | {collector_off:.3f} | {collector_on:.3f} | |")
     print(f"| all runs (ms) | {' '.join(f'{t:.3f}' for t, _ in runs['off'])} | "
           f"{' '.join(f'{t:.3f}' for t, _ in runs['on'])} | |")
     print()

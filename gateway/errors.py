@@ -6,6 +6,8 @@ raises for that status. The message never quotes request or answer content.
 """
 
 import json
+import os
+import time
 from dataclasses import dataclass
 
 
@@ -46,6 +48,16 @@ STATUS_TEXT = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "
 
 def status_line(status):
     return f"{status} {STATUS_TEXT.get(status, 'Error')}"
+
+
+def new_request_id():
+    """``req_`` + 24 hex digits: the time in milliseconds (12), then 48 random bits.
+
+    Time first, so ids of successive calls sort together: the usage store's
+    primary key then grows at its end instead of at random pages, which keeps
+    the collector's inserts cheap however large the store is.
+    """
+    return f"req_{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}"
 
 
 def error_body(code, provider=None, message=None, error_type=None):

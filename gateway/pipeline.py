@@ -23,7 +23,7 @@ from urllib3.exceptions import ReadTimeoutError
 
 from . import engine, identity, jsonspans, metrics
 from .engine.redaction import scan_strings
-from .errors import REASONS, BodyTimeout, error_body, status_line
+from .errors import REASONS, BodyTimeout, error_body, new_request_id, status_line
 from .headers import request_headers, response_headers
 from .providers import ADAPTERS, ROUTES, read_call
 from .streaming import StreamRelay
@@ -99,7 +99,7 @@ class Gateway:
     # -- entry -------------------------------------------------------------
 
     def __call__(self, environ, start_response):
-        request_id = "req_" + os.urandom(12).hex()
+        request_id = new_request_id()
         connection = environ.get("mitrity.connection")
         if connection is not None and connection.role == "admin":
             return self.admin(environ, start_response, request_id)

@@ -30,7 +30,7 @@ from gunicorn.http import errors as http_errors
 from gunicorn.workers.ggevent import GeventWorker
 
 from gateway import config as gateway_config
-from gateway.errors import BodyTimeout, error_body, status_line
+from gateway.errors import BodyTimeout, error_body, new_request_id, status_line
 from gateway.identity import spiffe_id_from_der
 
 # After the handshake, one blocking send or receive on the agent's socket may
@@ -171,7 +171,7 @@ class GatewayWorker(GeventWorker):
         metrics.observe_refused(code)
         body = error_body(code, None, "Malformed HTTP request." if code == "invalid_request" else None)
         head = (f"HTTP/1.1 {status_line(status)}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\nX-Request-Id: req_{os.urandom(12).hex()}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\nX-Request-Id: {new_request_id()}\r\n"
                 f"X-Mitrity-Decision: blocked\r\nX-Mitrity-Reason: {code}\r\n\r\n")
         try:
             client.sendall(head.encode() + body)

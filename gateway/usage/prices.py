@@ -26,8 +26,9 @@ prompt token, cache reads and cache writes included, so the uncached input is
 ``input - cache_read - cache_creation`` (never below zero, should a provider
 report more cached tokens than prompt tokens). Uncached input, cache reads,
 cache writes and output are each charged at their rate; a missing cache rate
-is the input rate. The sum is computed exactly (fractions) and rounded half-even
-to a nano-dollar (``NANOS_PER_USD``), so the result is deterministic, finite
+is the input rate. The sum is computed exactly (each rate is its shortest
+decimal, held as an integer over a power of ten once per ``Price``; the sum is
+integer arithmetic) and rounded half-even to a nano-dollar (``NANOS_PER_USD``), so the result is deterministic, finite
 and never NaN; it is ``None`` when there is no price (an uncosted call).
 
 The catalog holds one flat rate per model. Tiered prices (long-prompt
@@ -88,6 +89,14 @@ class Price:
         for name in PRICE_FIELDS:
             optional = name.startswith("cache_")
             object.__setattr__(self, name, _rate(getattr(self, name), name, optional))
+        # The rates, exactly: str(float) is the shortest repr, so 0.075 is 75/1000.
+        # Over one power-of-ten denominator they are integers (uncached, cache
+        # read, cache write, output), which keeps the per-call estimate to
+        # integer arithmetic.
+        rates = [Fraction(str(rate)) for rate in (self.input_usd_per_mtok, self.effective_cache_read_usd_per_mtok,
+                                                  self.effective_cache_write_usd_per_mtok, self.output_usd_per_mtok)]
+        denominator = math.lcm(*(rate.denominator for rate in rates))
+        object.__setattr__(self, "_scaled", (denominator, tuple(int(rate * denominator) for rate in rates)))
 
     @property
     def effective_cache_write_usd_per_mtok(self) -> float:
@@ -249,14 +258,13 @@ def estimate_cost_usd(price: Price | None, input_tokens, output_tokens, cache_re
     cache_read = _tokens(cache_read_input_tokens, "cache_read_input_tokens")
     cache_write = _tokens(cache_creation_input_tokens, "cache_creation_input_tokens")
     uncached = max(0, prompt - cache_read - cache_write)
-    charges = (
-        (uncached, price.input_usd_per_mtok),
-        (cache_read, price.effective_cache_read_usd_per_mtok),
-        (cache_write, price.effective_cache_write_usd_per_mtok),
-        (output, price.output_usd_per_mtok),
-    )
-    # Exact arithmetic: str(float) is the shortest repr, so a catalog rate of
-    # 0.075 is exactly 75/1000; the sum is rounded once, half-even, to 1e-9 USD.
-    total = sum((count * Fraction(str(rate)) for count, rate in charges), Fraction(0))
-    nanos = round(total * NANOS_PER_USD / TOKENS_PER_MTOK)
-    return float(Fraction(nanos, NANOS_PER_USD))
+    denominator, (input_rate, read_rate, write_rate, output_rate) = price._scaled
+    # Exact: USD = sum(count * rate) / (denominator * TOKENS_PER_MTOK), rounded
+    # once, half-even, to whole nano-dollars.
+    numerator = (uncached * input_rate + cache_read * read_rate + cache_write * write_rate
+                 + output * output_rate) * NANOS_PER_USD
+    nanos, remainder = divmod(numerator, denominator * TOKENS_PER_MTOK)
+    twice = 2 * remainder
+    if twice > denominator * TOKENS_PER_MTOK or (twice == denominator * TOKENS_PER_MTOK and nanos % 2):
+        nanos += 1
+    return nanos / NANOS_PER_USD  # int / int is correctly rounded, as float(Fraction) is

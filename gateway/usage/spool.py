@@ -89,9 +89,12 @@ def spool_bytes(directory):
     return total
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # built once: encode() is per call
+
+
 def encode(record):
     """A record dict -> one line of compact ASCII JSON (string escapes keep newlines out of it)."""
-    return (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode("ascii")
+    return (_ENCODER.encode(record) + "\n").encode("ascii")
 
 
 class SpoolWriter:

@@ -253,26 +253,32 @@ def plan_intervals(lo_us, hi_us):
 # Record validation: a bad record fails the whole batch before anything is written
 # ---------------------------------------------------------------------------
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
+_REQUIRED = frozenset(RECORD_FIELDS)
+_ALLOWED = _REQUIRED | frozenset(OPTIONAL_FIELDS)
+_INF = float("inf")
+# Exact types: JSON gives exactly int, float, str and bool, and bool is not a count.
+_NUMBER = (int, float)
 
 
 def _text(record, name, max_chars, nullable=False):
     value = record[name]
     if value is None and nullable:
         return None
-    if not isinstance(value, str) or len(value) > max_chars:
+    if type(value) is not str or len(value) > max_chars:
         raise ValueError(f"{name} must be a string of at most {max_chars} characters")
     return value
 
 
 def _row(record):
-    """One validated record dict -> the tuple of _COLUMNS; ValueError names the field."""
+    """One validated record dict -> the tuple of _COLUMNS; ValueError names the field.
+
+    The collector runs this once per record, so the checks are written for speed."""
     if not isinstance(record, dict):
         raise ValueError("a record must be a dict")
-    missing = [name for name in RECORD_FIELDS if name not in record]
-    unknown = [name for name in record if name not in RECORD_FIELDS and name not in OPTIONAL_FIELDS]
-    if missing or unknown:
+    keys = record.keys()
+    if not (_REQUIRED <= keys and keys <= _ALLOWED):
+        missing = [name for name in RECORD_FIELDS if name not in record]
+        unknown = [name for name in record if name not in _ALLOWED]
         raise ValueError(f"missing fields {missing}, unknown fields {unknown}")
     record_id = _text(record, "id", MAX_ID_CHARS)
     if not record_id:
@@ -285,29 +291,30 @@ def _row(record):
         raise ValueError("ts must be in [1970-01-01, 10000-01-01)")
     if record["decision"] not in DECISIONS:
         raise ValueError(f"decision must be one of {DECISIONS}")
-    if not _is_int(record["status"]):
+    if type(record["status"]) is not int:
         raise ValueError("status must be an integer")
     stream = record["stream"]
-    if not (isinstance(stream, bool) or (_is_int(stream) and stream in (0, 1))):
+    if not (type(stream) is bool or (type(stream) is int and stream in (0, 1))):
         raise ValueError("stream must be a boolean")
-    for name in TOKEN_FIELDS:
-        if not _is_int(record[name]) or record[name] < 0:
+    tokens = tuple(record[name] for name in TOKEN_FIELDS)
+    for name, count in zip(TOKEN_FIELDS, tokens):
+        if type(count) is not int or count < 0:
             raise ValueError(f"{name} must be a non-negative integer")
     cost = record["estimated_cost_usd"]
     if cost is not None:
-        if not isinstance(cost, (int, float)) or isinstance(cost, bool) or not 0 <= cost < float("inf"):
+        if type(cost) not in _NUMBER or not 0 <= cost < _INF:
             raise ValueError("estimated_cost_usd must be null or a finite non-negative number")
         cost = float(cost)
     latency = record["latency_ms"]
-    if not isinstance(latency, (int, float)) or isinstance(latency, bool) or not 0 <= latency < float("inf"):
+    if type(latency) not in _NUMBER or not 0 <= latency < _INF:
         raise ValueError("latency_ms must be a finite non-negative number")
     forwarded = record.get("forwarded", False)
-    if not isinstance(forwarded, bool):
+    if type(forwarded) is not bool:
         raise ValueError("forwarded must be a boolean")
     return (record_id, ts_us, _text(record, "agent_id", MAX_NAME_CHARS),
             _text(record, "provider", MAX_NAME_CHARS), _text(record, "model", MAX_NAME_CHARS),
             record["decision"], _text(record, "reason", MAX_NAME_CHARS, nullable=True), record["status"],
-            int(bool(stream)), *(record[name] for name in TOKEN_FIELDS), cost, latency, int(forwarded))
+            int(stream), *tokens, cost, latency, int(forwarded))
 
 
 # ---------------------------------------------------------------------------

@@ -125,3 +125,16 @@ def test_openai_stream_error_event(code):
 def test_stream_error_event_message_override():
     event = stream_error_event("response_blocked", "openai", message="Blocked by policy.")
     assert json.loads(event_data(event))["error"]["message"] == "Blocked by policy."
+
+
+def test_request_ids_are_unique_and_sort_by_time():
+    import re
+    import time
+
+    from gateway.errors import new_request_id
+    first = [new_request_id() for _ in range(1000)]
+    time.sleep(0.002)
+    later = new_request_id()
+    assert all(re.fullmatch(r"req_[0-9a-f]{24}", rid) for rid in first)
+    assert len(set(first)) == 1000
+    assert max(first)[:16] < later[:16]  # the time part (ms) orders them
