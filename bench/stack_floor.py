@@ -7,9 +7,9 @@ with the gateway's own work taken out, side by side with the full gateway.
    process per call.
 2. Forwarding floor: one pooled ``requests`` transport (gateway.upstream, as
    the workers use it) POSTing the same small call to a local fake provider
-   over kept-alive TLS and reading the answer, timed with the client thread's
-   own CPU clock (time.thread_time), in a plain thread: no gevent, so a lower
-   bound for the same work inside a gevent worker.
+   over kept-alive TLS and reading the answer, sequentially, in a separate
+   process whose own CPU time is measured: once plain, once after gevent's
+   monkey-patching (as in a worker).
 3. The full gateway (identity, mission, DLP on prompt and answer, forwarding,
    usage record, metrics, log line), same calls, same concurrency.
 
@@ -19,11 +19,12 @@ with the gateway's own work taken out, side by side with the full gateway.
 import argparse
 import hashlib
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
 from bench.proxy_overhead import BODY, KEY, concurrent, cpu_seconds, sequential
-from gateway.upstream import Upstreams
 from tests.fakes.provider import FakeProvider
 from tests.fakes.tlsfiles import make_test_ca
 from tests.harness import PKI, Gateway
@@ -39,19 +40,30 @@ def serving_cpu_ms(gw, pki, calls):
     return (cpu_seconds(pids) - cpu0) / done * 1000
 
 
-def forwarding_cpu_ms(provider, ca_file, calls):
-    upstreams = Upstreams({"anthropic": provider.base_url}, ca_file)
+def forwarding_cpu_ms(base_url, ca_file, calls):
+    """Run in the child process: CPU ms of this process per forwarded call."""
+    from gateway.upstream import Upstreams
+    upstreams = Upstreams({"anthropic": base_url}, ca_file)
     for _ in range(50):
         upstreams.send("anthropic", "/v1/messages", HEADERS, BODY).raw.read()
-    start = time.thread_time()
+    start = time.process_time()
     for _ in range(calls):
         answer = upstreams.send("anthropic", "/v1/messages", HEADERS, BODY)
         while answer.raw.read1(65536, decode_content=True):
             pass
         answer.raw.release_conn()
-    spent = time.thread_time() - start
+    spent = time.process_time() - start
     upstreams.close()
     return spent / calls * 1000
+
+
+def forwarding_in_child(provider, ca_file, calls, patched):
+    code = ("from gevent import monkey; monkey.patch_all()\n" if patched else "") + (
+        "from bench.stack_floor import forwarding_cpu_ms\n"
+        f"print(forwarding_cpu_ms({provider.base_url!r}, {ca_file!r}, {calls}))\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return float(out.stdout.split()[-1])
 
 
 def main():
@@ -80,16 +92,18 @@ def main():
                     results[name] = serving_cpu_ms(gw, pki, args.calls)
                 finally:
                     gw.stop()
-            results["forwarding"] = forwarding_cpu_ms(provider, upstream_tls["ca"], args.calls)
+            results["forwarding"] = forwarding_in_child(provider, upstream_tls["ca"], args.calls, False)
+            results["forwarding_gevent"] = forwarding_in_child(provider, upstream_tls["ca"], args.calls, True)
         finally:
             provider.stop()
 
-    floor = results["serving"] + results["forwarding"]
+    floor = results["serving"] + results["forwarding_gevent"]
     print(f"# the stack's floor ({args.workers} workers, {os.cpu_count()} cores, {args.calls} calls)")
     print("| CPU per small call | ms |")
     print("|---|---|")
     print(f"| serving floor: gunicorn + gevent + TLS worker, empty app (concurrency 32) | {results['serving']:.3f} |")
-    print(f"| forwarding floor: pooled requests POST over TLS, one thread, no gevent | {results['forwarding']:.3f} |")
+    print(f"| forwarding: pooled requests POST over TLS, plain Python | {results['forwarding']:.3f} |")
+    print(f"| forwarding floor: the same after gevent's monkey-patching | {results['forwarding_gevent']:.3f} |")
     print(f"| sum: the floor for a forwarded call | {floor:.3f} |")
     print(f"| the full gateway (concurrency 32) | {results['gateway']:.3f} |")
     print(f"| the gateway's own work above the floor | {results['gateway'] - floor:.3f} |")
