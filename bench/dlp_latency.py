@@ -26,23 +26,19 @@ Side by side in one run, against the same local fake provider over HTTPS:
 """
 
 import argparse
-import hashlib
 import http.client
 import json
 import os
 import re
 import ssl
-import tempfile
 import threading
 import time
 import urllib.parse
 
 from bench.proxy_overhead import cpu_seconds
-from tests.fakes.provider import FakeProvider
-from tests.fakes.tlsfiles import make_test_ca
-from tests.harness import PKI, Gateway
+from bench.world import KEY, bench_policy, gateway_config, local_world
+from tests.harness import Gateway
 
-KEY = "mtr_bench_key"
 ANTHROPIC_MODEL = "claude-sonnet-4-5"
 OPENAI_MODEL = "gpt-4o-mini"
 HEADERS = {
@@ -255,20 +251,11 @@ def main():
         "plain": big_prompt(args.prompt_kb * 1024, with_secrets=False),
     }
 
-    with tempfile.TemporaryDirectory() as tmp:
-        upstream_tls = make_test_ca(os.path.join(tmp, "up"))
-        os.makedirs(os.path.join(tmp, "pki"))
-        pki = PKI(os.path.join(tmp, "pki"))
-        policy = {"revision": "bench", "agents": [{
-            "id": "bench", "api_key_sha256": [hashlib.sha256(KEY.encode()).hexdigest()],
-            "mission": {"allow": [f"llm:send:anthropic:{ANTHROPIC_MODEL}*", f"llm:send:openai:{OPENAI_MODEL}*"]}}]}
-        fake = FakeProvider(upstream_tls["cert"], upstream_tls["key"]).start()
+    with local_world() as world:
+        tmp, upstream_tls, pki, fake = world.tmp, world.upstream_tls, world.pki, world.provider
+        policy = bench_policy([f"llm:send:anthropic:{ANTHROPIC_MODEL}*", f"llm:send:openai:{OPENAI_MODEL}*"])
         fake.default_reply = SHORT_REPLY  # non-streamed answers: short, the same for every prompt
-        common = {
-            "server": {"workers": args.workers, "log_level": "warning"},
-            "providers": {"anthropic": {"upstream": fake.base_url}, "openai": {"upstream": fake.base_url}},
-            "upstream": {"ca_file": upstream_tls["ca"]},
-        }
+        common = gateway_config(world, args.workers, ("anthropic", "openai"))
         gateways = []
         clients = []
         try:
@@ -319,7 +306,6 @@ def main():
                 c.close()
             for g in gateways:
                 g.stop()
-            fake.stop()
     elapsed = time.monotonic() - started
 
     # --- report ------------------------------------------------------------------------------

@@ -15,20 +15,15 @@ the user+system time of the master, the workers and policy-sync (from
 """
 
 import argparse
-import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 
 import requests
 
-from tests.fakes.provider import FakeProvider
-from tests.fakes.tlsfiles import make_test_ca
-from tests.harness import PKI, Gateway
-
-KEY = "mtr_bench_key"
+from bench.world import KEY, bench_policy, gateway_config, local_world
+from tests.harness import Gateway
 BODY = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 16,
                    "messages": [{"role": "user", "content": "Say hello in five words."}]}).encode()
 DENIED_BODY = BODY.replace(b"claude-sonnet-4-5", b"claude-opus-4-1")
@@ -96,20 +91,10 @@ def main():
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        upstream_tls = make_test_ca(os.path.join(tmp, "up"))
-        os.makedirs(os.path.join(tmp, "pki"))
-        pki = PKI(os.path.join(tmp, "pki"))
-        policy = {"revision": "bench", "agents": [{
-            "id": "bench", "api_key_sha256": [hashlib.sha256(KEY.encode()).hexdigest()],
-            "mission": {"allow": ["llm:send:anthropic:claude-sonnet-4-5*"]}}]}
-        provider = FakeProvider(upstream_tls["cert"], upstream_tls["key"]).start()
-        os.makedirs(os.path.join(tmp, "gw"))
-        gw = Gateway(os.path.join(tmp, "gw"), pki, {
-            "server": {"workers": args.workers, "log_level": "warning"},
-            "providers": {"anthropic": {"upstream": provider.base_url}},
-            "upstream": {"ca_file": upstream_tls["ca"]},
-        }, policy).start()
+    with local_world() as world:
+        upstream_tls, pki, provider = world.upstream_tls, world.pki, world.provider
+        os.makedirs(os.path.join(world.tmp, "gw"))
+        gw = Gateway(os.path.join(world.tmp, "gw"), pki, gateway_config(world, args.workers), bench_policy()).start()
         try:
             direct_url, gw_url = provider.base_url + "/v1/messages", gw.url + "/v1/messages"
             sequential(gw_url, pki.ca.cert_path, 50)  # warm up pools
@@ -129,7 +114,6 @@ def main():
             denied_cpu = cpu_seconds(pids) - cpu0
         finally:
             gw.stop()
-            provider.stop()
 
     print(f"# proxy overhead ({args.workers} workers, {os.cpu_count()} cores, {args.calls} calls at concurrency 32)")
     print("| measure | direct | through gateway | added / ratio |")

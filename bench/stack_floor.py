@@ -17,17 +17,14 @@ with the gateway's own work taken out, side by side with the full gateway.
 """
 
 import argparse
-import hashlib
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
-from bench.proxy_overhead import BODY, KEY, concurrent, cpu_seconds, sequential
-from tests.fakes.provider import FakeProvider
-from tests.fakes.tlsfiles import make_test_ca
-from tests.harness import PKI, Gateway
+from bench.proxy_overhead import BODY, concurrent, cpu_seconds, sequential
+from bench.world import bench_policy, gateway_config, local_world
+from tests.harness import Gateway
 
 HEADERS = {"content-type": "application/json", "x-api-key": "sk-bench", "anthropic-version": "2023-06-01"}
 
@@ -71,31 +68,20 @@ def main():
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        upstream_tls = make_test_ca(os.path.join(tmp, "up"))
-        os.makedirs(os.path.join(tmp, "pki"))
-        pki = PKI(os.path.join(tmp, "pki"))
-        policy = {"revision": "bench", "agents": [{
-            "id": "bench", "api_key_sha256": [hashlib.sha256(KEY.encode()).hexdigest()],
-            "mission": {"allow": ["llm:send:anthropic:claude-sonnet-4-5*"]}}]}
-        config = {"server": {"workers": args.workers, "log_level": "warning"},
-                  "providers": {"anthropic": {"upstream": None}}, "upstream": {"ca_file": upstream_tls["ca"]}}
-        provider = FakeProvider(upstream_tls["cert"], upstream_tls["key"]).start()
-        config["providers"]["anthropic"]["upstream"] = provider.base_url
+    with local_world() as world:
         results = {}
-        try:
-            for name, app in (("serving", "bench.floor_app"), ("gateway", "gateway.wsgi")):
-                directory = os.path.join(tmp, name)
-                os.makedirs(directory)
-                gw = Gateway(directory, pki, config, policy, app=app).start(wait_ready=app == "gateway.wsgi")
-                try:
-                    results[name] = serving_cpu_ms(gw, pki, args.calls)
-                finally:
-                    gw.stop()
-            results["forwarding"] = forwarding_in_child(provider, upstream_tls["ca"], args.calls, False)
-            results["forwarding_gevent"] = forwarding_in_child(provider, upstream_tls["ca"], args.calls, True)
-        finally:
-            provider.stop()
+        for name, app in (("serving", "bench.floor_app"), ("gateway", "gateway.wsgi")):
+            directory = os.path.join(world.tmp, name)
+            os.makedirs(directory)
+            gw = Gateway(directory, world.pki, gateway_config(world, args.workers), bench_policy(),
+                         app=app).start(wait_ready=app == "gateway.wsgi")
+            try:
+                results[name] = serving_cpu_ms(gw, world.pki, args.calls)
+            finally:
+                gw.stop()
+        ca = world.upstream_tls["ca"]
+        results["forwarding"] = forwarding_in_child(world.provider, ca, args.calls, False)
+        results["forwarding_gevent"] = forwarding_in_child(world.provider, ca, args.calls, True)
 
     floor = results["serving"] + results["forwarding_gevent"]
     print(f"# the stack's floor ({args.workers} workers, {os.cpu_count()} cores, {args.calls} calls)")

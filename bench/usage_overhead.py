@@ -22,32 +22,22 @@ hand-off's throughput (issue: usage pipeline; SPEC section 6).
 """
 
 import argparse
-import hashlib
 import os
 import statistics
-import tempfile
 import time
 
 from bench.proxy_overhead import concurrent, cpu_seconds, sequential
-from tests.fakes.provider import FakeProvider
-from tests.fakes.tlsfiles import make_test_ca
-from tests.harness import PKI, Gateway
-
-KEY = "mtr_bench_key"
+from bench.world import bench_policy, gateway_config, local_world
+from tests.harness import Gateway
 
 
-def start_gateways(tmp, provider, upstream_tls, pki, workers):
-    policy = {"revision": "bench", "agents": [{
-        "id": "bench", "api_key_sha256": [hashlib.sha256(KEY.encode()).hexdigest()],
-        "mission": {"allow": ["llm:send:anthropic:claude-sonnet-4-5*"]}}]}
-    config = {"server": {"workers": workers, "log_level": "warning"},
-              "providers": {"anthropic": {"upstream": provider.base_url}},
-              "upstream": {"ca_file": upstream_tls["ca"]}}
+def start_gateways(world, workers):
     gateways = {}
     for name, app in (("on", "gateway.wsgi"), ("off", "bench.usage_off_app")):
-        directory = os.path.join(tmp, name)
+        directory = os.path.join(world.tmp, name)
         os.makedirs(directory)
-        gateways[name] = Gateway(directory, pki, config, policy, app=app).start()
+        gateways[name] = Gateway(directory, world.pki, gateway_config(world, workers), bench_policy(),
+                                 app=app).start()
     return gateways
 
 
@@ -127,12 +117,9 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--records", type=int, default=50_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        upstream_tls = make_test_ca(os.path.join(tmp, "up"))
-        os.makedirs(os.path.join(tmp, "pki"))
-        pki = PKI(os.path.join(tmp, "pki"))
-        provider = FakeProvider(upstream_tls["cert"], upstream_tls["key"]).start()
-        gateways = start_gateways(tmp, provider, upstream_tls, pki, args.workers)
+    with local_world() as world:
+        pki = world.pki
+        gateways = start_gateways(world, args.workers)
         runs = {"on": [], "off": []}
         try:
             for gw in gateways.values():
@@ -144,9 +131,8 @@ def main():
         finally:
             for gw in gateways.values():
                 gw.stop()
-            provider.stop()
-        worker_us, _, call = worker_side_us(args.records, tmp)
-        append_rate, ingest_rate = handoff_throughput(args.records, tmp, call)
+        worker_us, _, call = worker_side_us(args.records, world.tmp)
+        append_rate, ingest_rate = handoff_throughput(args.records, world.tmp, call)
 
     on = statistics.median(total for total, _ in runs["on"])
     off = statistics.median(total for total, _ in runs["off"])

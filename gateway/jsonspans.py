@@ -21,6 +21,12 @@ surrogates through. A body the gateway cannot read exactly is refused.
 ``replace_strings`` splices re-encoded literals into those spans; every other
 byte is copied unchanged.
 
+Most bodies need no rewrite, so the span-finding tokenizer (pure Python) runs
+only when one is due: ``document_strings`` lists the same ``(path, value)``
+pairs from the document ``json.loads`` decoded (C speed), as ``StringAt``
+values without spans, and the replace functions ``locate`` their spans first,
+in one tokenizer pass over just the paths they rewrite.
+
 ``loads`` is ``json.loads`` with the same strictness plus one more rule: an
 object with a duplicate key is refused. Parsers disagree on which duplicate
 wins, so a body whose meaning depends on the parser (``{"type": "image",
@@ -49,6 +55,13 @@ class StringValue:
     start: int    # byte offset of the opening quote
     end: int      # byte offset just after the closing quote
     value: str    # the decoded string
+
+
+@dataclass(frozen=True)
+class StringAt:
+    """A string value known by its path only; ``locate`` finds its span."""
+    path: tuple
+    value: str
 
 
 def _decode(raw):
@@ -160,6 +173,50 @@ def string_values(raw, want=None):
             return found
 
 
+def document_strings(document):
+    """``(path, value)`` of every string value of a decoded JSON document, in
+    document order: what ``string_values`` reports, without spans. ValueError
+    past ``MAX_DEPTH`` nested containers, as ``string_values`` refuses them."""
+    if isinstance(document, str):
+        return [((), document)]
+    if not isinstance(document, (dict, list)):
+        return []
+    found, path = [], []
+    stack = [iter(document.items()) if isinstance(document, dict) else enumerate(document)]
+    while stack:
+        for key, value in stack[-1]:
+            if isinstance(value, str):
+                found.append(((*path, key), value))
+            elif isinstance(value, (dict, list)) and value:
+                if len(stack) >= MAX_DEPTH:
+                    raise ValueError(f"invalid JSON: nesting deeper than {MAX_DEPTH}")
+                path.append(key)
+                stack.append(iter(value.items()) if isinstance(value, dict) else enumerate(value))
+                break
+        else:  # this container is done
+            stack.pop()
+            if path:
+                path.pop()
+    return found
+
+
+def locate(raw, strings):
+    """``strings`` (StringAt or StringValue) as StringValues with their spans in ``raw``."""
+    wanted = {s.path for s in strings if not isinstance(s, StringValue)}
+    if not wanted:
+        return list(strings)
+    spans = {sv.path: sv for sv in string_values(raw, lambda path: path in wanted)}
+    located = []
+    for s in strings:
+        if not isinstance(s, StringValue):
+            found = spans.get(s.path)
+            if found is None or found.value != s.value:
+                raise ValueError("a string to rewrite is not in the document")
+            s = found
+        located.append(s)
+    return located
+
+
 def replace_strings(raw, replacements):
     """``raw`` with each ``(StringValue, new_text)`` literal replaced, all else unchanged.
 
@@ -169,6 +226,9 @@ def replace_strings(raw, replacements):
     UTF-8. A replacement equal to the old value leaves its bytes as they were.
     """
     raw = bytes(raw)
+    replacements = list(replacements)
+    located = locate(raw, [old for old, _ in replacements])
+    replacements = [(old, new) for old, (_, new) in zip(located, replacements)]
     pieces, pos = [], 0
     for old, new in sorted(replacements, key=lambda r: r[0].start):
         if old.start < pos or not _is_literal_of(raw[old.start:old.end], old.value):
@@ -190,6 +250,9 @@ def replace_spans(raw, edits):
     spelling); ``text`` is escaped in the literal's style (see replace_strings).
     """
     raw = bytes(raw)
+    edits = list(edits)
+    located = locate(raw, [old for old, _ in edits])
+    edits = [(old, spans) for old, (_, spans) in zip(located, edits)]
     pieces, pos = [], 0
     for old, spans in sorted(edits, key=lambda e: e[0].start):
         literal = raw[old.start:old.end]

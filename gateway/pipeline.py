@@ -27,6 +27,7 @@ from .errors import REASONS, BodyTimeout, error_body, new_request_id, status_lin
 from .headers import request_headers, response_headers
 from .providers import ADAPTERS, ROUTES, read_call
 from .streaming import StreamRelay
+from .upstream import forwards_unchanged
 from .usage import tokens
 from .usage.record import usage_record
 
@@ -153,11 +154,16 @@ class Gateway:
             # and the provider could read differently) are all a bad request.
             document = jsonspans.loads(body)
             request = read_call(document)
-            prompt = adapter.prompt_strings(body) if request else ()
+            prompt = adapter.prompt_strings(body, document) if request else ()
         except ValueError:
             request = None
         if request is None:
             return self.deny(start_response, call, "invalid_request")
+        target = path + ("?" + query if query else "")
+        if not forwards_unchanged(target):
+            return self.deny(start_response, call, "invalid_request", message=(
+                "The query string is not RFC 3986 (a raw character that must be percent-encoded, a stray '%', "
+                "or a lower-case escape): it could not be forwarded unchanged."))
         call.model, call.stream = request.model, request.stream
 
         decision = engine.decide(policy, agent, call.provider, call.model, prompt)
@@ -176,8 +182,7 @@ class Gateway:
             asked = adapter.with_stream_usage(body, document)
             if asked is not None:
                 body, drop_usage_chunk = asked, True
-        return self.forward(environ, start_response, call, policy, path + ("?" + query if query else ""), body,
-                            drop_usage_chunk)
+        return self.forward(environ, start_response, call, policy, target, body, drop_usage_chunk)
 
     def read_body(self, environ):
         """The whole request body, or None when it is over the limit."""

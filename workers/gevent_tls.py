@@ -19,7 +19,6 @@ library with gevent first; only then does ``load_wsgi`` import the gateway
 (and with it ``requests``/``ssl``) and build the SSL contexts.
 """
 
-import os
 import signal
 import socket
 import ssl

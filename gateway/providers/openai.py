@@ -31,12 +31,12 @@ def _is_prompt_text(document, path):
     return False
 
 
-def prompt_strings(raw):
-    """The StringValues of a request body that are scanned prompt text.
+def prompt_strings(raw, document=None):
+    """The strings of a request body that are scanned prompt text (``document``: its decoding, if at hand).
 
     Raises ValueError when the body is not a JSON object or is ambiguous.
     """
-    return object_strings(raw, _is_prompt_text)
+    return object_strings(raw, _is_prompt_text, document)
 
 
 def _is_answer_text(document, path):
@@ -47,7 +47,7 @@ def _is_answer_text(document, path):
 
 
 def answer_strings(raw):
-    """The StringValues of a non-streamed answer that are generated text."""
+    """The strings of a non-streamed answer that are generated text."""
     return object_strings(raw, _is_answer_text)
 
 

@@ -24,18 +24,21 @@ class TextDelta:
     index: int   # the content block (Anthropic) or choice (OpenAI) it belongs to
 
 
-def object_strings(raw, wanted):
-    """The StringValues of the JSON object ``raw`` at paths ``wanted(document, path)`` accepts.
+def object_strings(raw, wanted, document=None):
+    """The strings (``jsonspans.StringAt``) of the JSON object ``raw`` at paths
+    ``wanted(document, path)`` accepts, in document order.
 
-    ``document`` is the decoded body, for the predicate to look at a string's
-    siblings (a block's ``type``). Raises ValueError when ``raw`` is not one
-    unambiguous JSON object.
+    ``document`` is the decoded body (decoded here unless given), for the
+    predicate to look at a string's siblings (a block's ``type``). Spans are
+    found only for the strings a rewrite touches (``jsonspans.locate``).
+    Raises ValueError when ``raw`` is not one unambiguous JSON object.
     """
-    found = jsonspans.string_values(raw)  # first: it bounds the depth json.loads sees
-    document = jsonspans.loads(raw)
+    if document is None:
+        document = jsonspans.loads(raw)
     if not isinstance(document, dict):
         raise ValueError("the body is not a JSON object")
-    return [sv for sv in found if wanted(document, sv.path)]
+    return [jsonspans.StringAt(path, value) for path, value in jsonspans.document_strings(document)
+            if wanted(document, path)]
 
 
 def event_json(event, end_marker=None):

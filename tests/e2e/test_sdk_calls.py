@@ -125,6 +125,30 @@ def test_provider_receives_exact_request(gateway, provider):
     assert received.header("connection") in (None, "keep-alive")
 
 
+def test_query_string_is_forwarded_byte_for_byte_or_refused(gateway, provider):
+    """A query reaches the provider exactly as sent; one the HTTP client would
+    re-encode (a raw '|', a stray '%', a lower-case escape) is refused, never altered."""
+    from tests.e2e.test_error_table import raw_exchange, raw_request
+    body = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 8,
+                       "messages": [{"role": "user", "content": "q"}]}).encode()
+
+    def send(query):
+        request = raw_request("POST", "/v1/messages?" + query, body).replace(
+            b"Connection: close", b"Connection: close\r\nx-api-key: sk-x\r\nanthropic-version: 2023-06-01")
+        return raw_exchange(gateway, request)
+
+    provider.reset()
+    exact = "a=1&b=%2F%C3%A9&c=x~y-z._!$'()*+,;=:@/?&d=&&e"
+    assert send(exact)[0] == 200
+    assert provider.wait_for_requests(1)[0].query == exact
+    provider.reset()
+    for query in ("a=%zz", "b=x|y", "c=%7e", "d=%2f"):
+        status, headers, answer = send(query)
+        assert status == 400 and headers["x-mitrity-reason"] == "invalid_request", query
+        assert "forwarded unchanged" in json.loads(answer)["error"]["message"]
+    assert provider.requests == []
+
+
 def test_stream_events_arrive_as_sent(gateway, provider):
     """Each event reaches the agent while the provider is still generating."""
     provider.script(chunks=["One. ", "Two. ", "Three. "], chunk_delay_s=0.6)

@@ -46,8 +46,13 @@ def test_known_calls_leave_exact_records_summaries_and_bom(gw, provider):
                                               messages=[{"role": "user", "content": "three"}]))
     assert all(chunk.usage is None for chunk in chunks)  # the agent did not ask for usage
     gpt.chat.completions.create(model="brand-new-model", messages=[{"role": "user", "content": "four"}])
+    gpt.chat.completions.create(model="gpt-4o-mini",
+                                messages=[{"role": "user", "content": "mail jane.doe@example.com"}])
 
-    records = {(r["provider"], r["model"], r["stream"], r["decision"]): r for r in records_of(gw, 5)}
+    everything = records_of(gw, 6)
+    records = {(r["provider"], r["model"], r["stream"], r["decision"]): r for r in everything}
+    redacted = records[("openai", "gpt-4o-mini", False, "redacted")]
+    assert redacted["redaction_count"] == 1 and redacted["reason"] is None and redacted["total_tokens"] > 0
     first = records[("anthropic", "claude-sonnet-4-5", False, "allowed")]
     assert (first["input_tokens"], first["output_tokens"], first["total_tokens"]) == (1150, 20, 1170)
     assert first["estimated_cost_usd"] == round((100 * 3 + 1000 * 0.30 + 50 * 3.75 + 20 * 15) / 1e6, 9)
@@ -69,10 +74,52 @@ def test_known_calls_leave_exact_records_summaries_and_bom(gw, provider):
     sonnet = groups[("anthropic", "claude-sonnet-4-5")]
     assert sonnet["calls"] == 2 and sonnet["uncosted_calls"] == 0
 
+    # Every summary, to the cent, from the records themselves.
+    def expected_groups(key):
+        groups = {}
+        for r in everything:
+            g = groups.setdefault(key(r), {"calls": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0,
+                                           "cost": 0.0, "costed": 0, "uncosted_calls": 0})
+            g["calls"] += 1
+            for field in ("input_tokens", "output_tokens", "total_tokens"):
+                g[field] += r[field]
+            if r["estimated_cost_usd"] is None:
+                g["uncosted_calls"] += 1
+            else:
+                g["cost"] += r["estimated_cost_usd"]
+                g["costed"] += 1
+        return groups
+
+    for group_by, key, name in (("model", lambda r: (r["provider"], r["model"]), lambda g: (g["provider"], g["model"])),
+                                ("agent", lambda r: r["agent_id"], lambda g: g["agent_id"]),
+                                ("day", lambda r: r["ts"][:10], lambda g: g["day"])):
+        status, summary = gw.admin(f"/llm-usage/summary?group_by={group_by}")
+        assert status == 200 and summary["group_by"] == group_by
+        expected = expected_groups(key)
+        assert {name(g) for g in summary["groups"]} == set(expected)
+        for g in summary["groups"]:
+            want = expected[name(g)]
+            for field in ("calls", "input_tokens", "output_tokens", "total_tokens", "uncosted_calls"):
+                assert g[field] == want[field], (group_by, name(g), field)
+            if want["costed"]:
+                assert round(g["estimated_cost_usd"], 2) == round(want["cost"], 2)
+                assert g["estimated_cost_usd"] == pytest.approx(want["cost"], abs=1e-9)
+            else:
+                assert g["estimated_cost_usd"] is None
+
+    # The BOM: one entry per (agent, provider, model) forwarded, first and last seen, totals.
     status, bom = gw.admin("/llm-usage/bom?agent=support-bot")
     assert status == 200
     entries = {(e["provider"], e["model"]): e for e in bom["entries"]}
     assert ("anthropic", "claude-opus-4-1") not in entries  # never forwarded
+    forwarded = [r for r in everything if r["reason"] != "mission_denied"]  # the one call denied before forwarding
+    assert set(entries) == {(r["provider"], r["model"]) for r in forwarded}
+    for (provider_name, model), entry in entries.items():
+        mine = [r for r in forwarded if (r["provider"], r["model"]) == (provider_name, model)]
+        assert entry["agent_id"] == "support-bot" and entry["calls"] == len(mine)
+        assert entry["first_seen"] == min(r["ts"] for r in mine) and entry["last_seen"] == max(r["ts"] for r in mine)
+        for field in ("input_tokens", "output_tokens", "total_tokens"):
+            assert entry[field] == sum(r[field] for r in mine)
     assert entries[("anthropic", "claude-sonnet-4-5")]["calls"] == 2
     assert gw.admin("/llm-usage/records?limit=5000")[0] == 400
 

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gateway.jsonspans import MAX_DEPTH, StringValue, loads, replace_strings, string_values
+from gateway.jsonspans import (MAX_DEPTH, StringAt, StringValue, document_strings, loads, locate, replace_spans,
+                               replace_strings, string_values)
 
 # ---------------------------------------------------------------------------
 # Documents: json.dumps with random options, and hand-rendered raw JSON
@@ -119,6 +120,40 @@ def test_want_filters_paths(raw, data):
     everything = string_values(raw)
     chosen = data.draw(st.sets(st.sampled_from([sv.path for sv in everything]))) if everything else set()
     assert string_values(raw, lambda path: path in chosen) == [sv for sv in everything if sv.path in chosen]
+
+
+@given(documents)
+@settings(max_examples=400)
+def test_document_strings_are_string_values_without_spans(raw):
+    assert document_strings(loads(raw)) == [(sv.path, sv.value) for sv in string_values(raw)]
+
+
+@given(documents, st.data())
+def test_locate_finds_the_spans_of_chosen_strings(raw, data):
+    everything = string_values(raw)
+    chosen = data.draw(st.lists(st.sampled_from(everything), unique=True)) if everything else []
+    assert locate(raw, [StringAt(sv.path, sv.value) for sv in chosen]) == chosen
+    assert locate(raw, chosen) == chosen  # already located: unchanged
+
+
+def test_locate_refuses_strings_not_in_the_document():
+    raw = b'{"a": "x", "b": ["y"]}'
+    for stray in (StringAt(("a",), "other"), StringAt(("c",), "x"), StringAt(("b", 1), "y")):
+        with pytest.raises(ValueError):
+            locate(raw, [stray])
+    with pytest.raises(ValueError):
+        replace_spans(raw, [(StringAt(("a",), "X"), [(0, 1, "z")])])
+    assert replace_spans(raw, [(StringAt(("b", 0), "y"), [(0, 1, "[R]")])]) == b'{"a": "x", "b": ["[R]"]}'
+
+
+def test_document_strings_depth_limit_matches_string_values():
+    fits = b"[" * MAX_DEPTH + b'"x"' + b"]" * MAX_DEPTH
+    assert document_strings(loads(fits)) == [((0,) * MAX_DEPTH, "x")] == [(sv.path, sv.value) for sv in string_values(fits)]
+    too_deep = b"[" + fits + b"]"
+    with pytest.raises(ValueError):
+        string_values(too_deep)
+    with pytest.raises(ValueError):
+        document_strings(loads(too_deep))
 
 
 def test_keys_are_not_reported():
