@@ -28,7 +28,7 @@ class Admin:
         self.usage_store = usage_store  # a read-only gateway.usage.store.UsageStore
         self.spool_dir = spool_dir      # the usage spool, for the backlog gauge
         self._token_digest = _digest(token) if token else None
-        self.routes = {"/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.metrics}
+        self.routes = {"/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.prometheus}
         if usage_store is not None:
             for name, route in (("records", query.records), ("summary", query.summary), ("bom", query.bom)):
                 self.routes["/llm-usage/" + name] = self._usage_route(route)
@@ -65,7 +65,7 @@ class Admin:
             return False
         return hmac.compare_digest(_digest(presented.strip()), self._token_digest)
 
-    def metrics(self, params):
+    def prometheus(self, params):
         return 200, metrics.exposition(self.policies, self.spool_dir)
 
     def healthz(self, params):

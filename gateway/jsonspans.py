@@ -323,8 +323,8 @@ def _unique_pairs(pairs):
 def loads(raw):
     """``json.loads(raw)`` for strict UTF-8 without duplicate keys, else ValueError.
 
-    Nesting is bounded by the interpreter's recursion limit here; callers that
-    need ``MAX_DEPTH`` run ``string_values`` on the same bytes first.
+    Nesting is bounded by the interpreter's recursion limit here;
+    ``document_strings`` applies ``MAX_DEPTH`` to the result.
     """
     try:
         return json.loads(_decode(raw), object_pairs_hook=_unique_pairs)

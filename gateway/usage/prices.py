@@ -28,8 +28,9 @@ report more cached tokens than prompt tokens). Uncached input, cache reads,
 cache writes and output are each charged at their rate; a missing cache rate
 is the input rate. The sum is computed exactly (each rate is its shortest
 decimal, held as an integer over a power of ten once per ``Price``; the sum is
-integer arithmetic) and rounded half-even to a nano-dollar (``NANOS_PER_USD``), so the result is deterministic, finite
-and never NaN; it is ``None`` when there is no price (an uncosted call).
+integer arithmetic) and rounded half-even to a nano-dollar (``NANOS_PER_USD``),
+so the result is deterministic, finite and never NaN; it is ``None`` when there
+is no price (an uncosted call).
 
 The catalog holds one flat rate per model. Tiered prices (long-prompt
 surcharges, fast modes, 1-hour cache writes, regional uplifts) are not
