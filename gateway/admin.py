@@ -10,12 +10,16 @@ constant time. ``/llm-usage/records|summary|bom`` read the usage store;
 import hashlib
 import hmac
 import json
+import logging
 import time
 from urllib.parse import parse_qs
 
 from . import metrics
 from .errors import error_body, status_line
 from .usage import query
+
+
+log = logging.getLogger("mitrity.admin")
 
 
 def _digest(token):
@@ -52,7 +56,11 @@ class Admin:
             body = json.dumps({"error": "a valid admin bearer token is required"}).encode()
             return self._answer(start_response, request_id, 401, body, "unauthorized",
                                 [("www-authenticate", "Bearer")])
-        status, document = route(parse_qs(query_string, keep_blank_values=True))
+        try:
+            status, document = route(parse_qs(query_string, keep_blank_values=True))
+        except Exception as exc:  # a damaged metrics file, a database error: this answer only
+            log.error("admin %s failed: %s", path, type(exc).__name__)
+            status, document = 500, {"error": f"{path} failed ({type(exc).__name__}); see the gateway log"}
         if isinstance(document, bytes):  # the Prometheus text
             return self._answer(start_response, request_id, status, document, content_type=metrics.CONTENT_TYPE)
         return self._answer(start_response, request_id, status, json.dumps(document).encode())

@@ -53,6 +53,11 @@ CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 TOKEN_KINDS = ("input", "output", "cache_read_input", "cache_creation_input")
 
+if os.environ.get(MULTIPROC_ENV):
+    # The files are created as the metrics below are: a directory removed
+    # while the gateway runs must not keep a new worker from starting.
+    os.makedirs(os.environ[MULTIPROC_ENV], mode=0o700, exist_ok=True)
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUESTS = Counter(

@@ -151,3 +151,12 @@ def test_files_of_several_processes_are_merged(tmp_path):
                                                                 ("stream", "false")))] == 2
     assert samples[("mitrity_request_duration_seconds_bucket", (("le", "0.1"), ("provider", "openai"),
                                                                 ("stream", "false")))] == 0
+
+
+def test_a_removed_directory_does_not_stop_a_process_from_counting(tmp_path):
+    directory = tmp_path / "removed" / "metrics"
+    child = "from gateway import metrics; metrics.observe_refused('invalid_request')"
+    env = {**os.environ, metrics.MULTIPROC_ENV: str(directory), "PYTHONPATH": ROOT}
+    subprocess.run([sys.executable, "-c", child], env=env, check=True, cwd=ROOT)
+    assert list(directory.glob("counter_*.db"))
+
