@@ -74,7 +74,8 @@ def _helpers(arbiter):
     return [
         supervisor.policy_sync_process(_config["policy.file"], os.environ["MITRITY_POLICY_SEGMENT"],
                                        arbiter.pid, _config["server.log_level"]),
-        supervisor.usage_collector_process(usage_spool_dir(_config), _config["usage.database"], arbiter.pid),
+        supervisor.usage_collector_process(usage_spool_dir(_config), _config["usage.database"], arbiter.pid,
+                                           _config["server.log_level"]),
     ]
 
 

@@ -36,7 +36,7 @@ import time
 import urllib.parse
 
 from bench.proxy_overhead import cpu_seconds
-from bench.world import KEY, bench_policy, gateway_config, local_world
+from bench.world import KEY, bench_policy, gateway_config, local_world, run_threads
 from tests.harness import Gateway
 
 ANTHROPIC_MODEL = "claude-sonnet-4-5"
@@ -222,13 +222,7 @@ def concurrent(base_url, ca, body, calls, threads=8):
                     decisions[d] = decisions.get(d, 0) + 1
         finally:
             client.close()
-    workers = [threading.Thread(target=run) for _ in range(threads)]
-    start = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - start
+    elapsed = run_threads(run, threads)
     if errors:
         raise RuntimeError(f"{len(errors)} calls failed: {errors[:5]}")
     return per_thread * threads, elapsed, decisions

@@ -17,12 +17,11 @@ the user+system time of the master, the workers and policy-sync (from
 import argparse
 import json
 import os
-import threading
 import time
 
 import requests
 
-from bench.world import KEY, bench_policy, gateway_config, local_world
+from bench.world import KEY, bench_policy, gateway_config, local_world, run_threads
 from tests.harness import Gateway
 BODY = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 16,
                    "messages": [{"role": "user", "content": "Say hello in five words."}]}).encode()
@@ -75,13 +74,7 @@ def concurrent(url, verify, calls, threads=32, body=BODY, expect=200):
             if r.status_code != expect:
                 errors.append(r.status_code)
         s.close()
-    workers = [threading.Thread(target=run) for _ in range(threads)]
-    start = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - start
+    elapsed = run_threads(run, threads)
     assert not errors, errors[:5]
     return per_thread * threads, elapsed
 

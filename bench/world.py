@@ -5,6 +5,8 @@ agent bound to an API key, and the gateway config pointing at the fake."""
 import hashlib
 import os
 import tempfile
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -46,3 +48,14 @@ def gateway_config(world, workers, providers=("anthropic",)):
     return {"server": {"workers": workers, "log_level": "warning"},
             "providers": {name: {"upstream": world.provider.base_url} for name in providers},
             "upstream": {"ca_file": world.upstream_tls["ca"]}}
+
+
+def run_threads(target, threads):
+    """Run ``target`` in ``threads`` threads at once; the wall time in seconds until all are done."""
+    workers = [threading.Thread(target=target) for _ in range(threads)]
+    start = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return time.perf_counter() - start

@@ -7,11 +7,11 @@ constant time. ``/llm-usage/records|summary|bom`` read the usage store;
 ``/metrics`` merges every gateway process's counters (gateway.metrics).
 """
 
+import functools
 import hashlib
 import hmac
 import json
 import logging
-import time
 from urllib.parse import parse_qs
 
 from . import metrics
@@ -40,9 +40,7 @@ class Admin:
     def _usage_route(self, route):
         # SQLite answers these in milliseconds (indexes and rollups); the
         # worker waits for it, as admin traffic is light.
-        def answer(params):
-            return route(self.usage_store, params)
-        return answer
+        return functools.partial(route, self.usage_store)
 
     def __call__(self, environ, start_response, request_id):
         path, _, query_string = environ.get("RAW_URI", "/").partition("?")
@@ -88,7 +86,7 @@ class Admin:
             "ready": True,
             "policy_revision": policy.revision,
             "policy_generation": policy.generation,
-            "policy_age_s": round(max(0.0, time.time() - policy.published_ns / 1e9), 3),
+            "policy_age_s": round(policy.age_s(), 3),
             "policy_sync_heartbeat_age_s": None if heartbeat is None else round(heartbeat, 3),
         }
 

@@ -135,10 +135,12 @@ def _bind(value):
 def _https_url(value):
     value = _text(value)
     parts = urlsplit(value)
+    # The refusal names the URL without any user:password@ it may carry.
+    shown = repr(parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl())
     if parts.scheme != "https":
-        raise ValueError(f"must be an https:// URL, not {value!r}")
+        raise ValueError(f"must be an https:// URL, not {shown}")
     if not parts.hostname or parts.query or parts.fragment or parts.username:
-        raise ValueError(f"must be https://host[:port][/path], not {value!r}")
+        raise ValueError(f"must be https://host[:port][/path], not {shown}")
     return value.rstrip("/")
 
 
@@ -188,7 +190,7 @@ SETTINGS = (
     Setting("server.tls.client_ca_file", None, _optional(_path),
             "Trust anchors for agents' client certificates (PEM)."),
     Setting("server.tls.client_cert", "optional", _choice("required", "optional", "none"),
-            "Client certificates: required, optional or none (optional/required need client_ca_file)."),
+            "Client certificates: required, optional or none (required needs client_ca_file)."),
     Setting("server.tls.handshake_timeout_s", 10.0, _number(0.1, 300),
             "A client that has not finished its TLS handshake by then is dropped."),
     Setting("server.max_request_bytes", 10 * 1024 * 1024, _int(1024, 1024 * 1024 * 1024),

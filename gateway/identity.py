@@ -6,11 +6,10 @@ The certificate is read once per TLS connection by the worker
 the policy. Keys are never kept or compared in clear: only their digest is.
 """
 
-import hashlib
 import re
 from dataclasses import dataclass
 
-from .certs import spiffe_ids_from_der
+from .certs import hash_api_key, spiffe_ids_from_der
 from .policy import Agent
 
 # SPEC: spiffe://<trust-domain>/ns/<ns>/sa/<sa>
@@ -56,7 +55,7 @@ def credential(spiffe_id, api_key):
     if spiffe_id:
         return Credential("spiffe", spiffe_id)
     if api_key:
-        return Credential("apikey", hashlib.sha256(api_key.encode("utf-8", "surrogateescape")).hexdigest())
+        return Credential("apikey", hash_api_key(api_key))
     return None
 
 

@@ -217,6 +217,13 @@ def locate(raw, strings):
     return located
 
 
+def _located(raw, pairs):
+    """``(string, change)`` pairs with each string located in ``raw``, in document order."""
+    pairs = list(pairs)
+    located = locate(raw, [string for string, _ in pairs])
+    return sorted(((string, change) for string, (_, change) in zip(located, pairs)), key=lambda p: p[0].start)
+
+
 def replace_strings(raw, replacements):
     """``raw`` with each ``(StringValue, new_text)`` literal replaced, all else unchanged.
 
@@ -226,11 +233,8 @@ def replace_strings(raw, replacements):
     UTF-8. A replacement equal to the old value leaves its bytes as they were.
     """
     raw = bytes(raw)
-    replacements = list(replacements)
-    located = locate(raw, [old for old, _ in replacements])
-    replacements = [(old, new) for old, (_, new) in zip(located, replacements)]
     pieces, pos = [], 0
-    for old, new in sorted(replacements, key=lambda r: r[0].start):
+    for old, new in _located(raw, replacements):
         if old.start < pos or not _is_literal_of(raw[old.start:old.end], old.value):
             raise ValueError("replacement spans overlap or do not match the document")
         if new == old.value:
@@ -250,11 +254,8 @@ def replace_spans(raw, edits):
     spelling); ``text`` is escaped in the literal's style (see replace_strings).
     """
     raw = bytes(raw)
-    edits = list(edits)
-    located = locate(raw, [old for old, _ in edits])
-    edits = [(old, spans) for old, (_, spans) in zip(located, edits)]
     pieces, pos = [], 0
-    for old, spans in sorted(edits, key=lambda e: e[0].start):
+    for old, spans in _located(raw, edits):
         literal = raw[old.start:old.end]
         if old.start < pos or not _is_literal_of(literal, old.value):
             raise ValueError("replacement spans overlap or do not match the document")

@@ -7,8 +7,17 @@ gateway's loggers write where gunicorn's error log writes.
 """
 
 import logging
+import sys
 
 from gunicorn import glogging
+
+
+def setup_helper_logging(name, level):
+    """Logging of a helper process (policy-sync, the usage collector): standard
+    error, in the shape of gunicorn's lines, with the helper's name."""
+    logging.basicConfig(stream=sys.stderr, level=level.upper(),
+                        format=f"[%(asctime)s] [%(process)d] [%(levelname)s] {name}: %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S %z")
 
 
 class GatewayLogger(glogging.Logger):

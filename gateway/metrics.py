@@ -33,7 +33,6 @@ never imports it.
 
 import json
 import os
-import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -155,7 +154,7 @@ class StateCollector:
         generation.add_metric([], policy.generation)
         yield generation
         age = GaugeMetricFamily("mitrity_policy_age_seconds", "Seconds since the policy in force was published.")
-        age.add_metric([], max(0.0, time.time() - policy.published_ns / 1e9))
+        age.add_metric([], policy.age_s())
         yield age
         heartbeat = self.policies.heartbeat_age_s()
         if heartbeat is not None:

@@ -6,12 +6,13 @@ must not import prometheus-client: it chooses its storage at import.
 
 import os
 
+from .usage.paths import beside_database
+
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def metrics_dir(config):
-    """Next to the SQLite store: ``<dir of usage.database>/metrics``."""
-    return os.path.join(os.path.dirname(os.path.abspath(config["usage.database"])), "metrics")
+    return beside_database(config, "metrics")
 
 
 def prepare(directory):

@@ -7,6 +7,7 @@ matches. policy-sync compiles it too before publishing, so a bundle that
 cannot compile is never published.
 """
 
+import time
 from dataclasses import dataclass
 
 from .engine.dlp.scanner import compile_scanner
@@ -60,3 +61,8 @@ class Policy:
     def approval_expires(self, agent_id, action):
         """Epoch seconds the approval for exactly this action expires, 0 if none."""
         return self._approvals.get((agent_id, action), 0)
+
+    def age_s(self):
+        """Seconds since policy-sync published this policy."""
+        return max(0.0, time.time() - self.published_ns / 1e9)
+

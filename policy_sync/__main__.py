@@ -1,9 +1,9 @@
 """``python -m policy_sync --policy-file F --segment NAME``: run policy-sync."""
 
 import argparse
-import logging
 import os
-import sys
+
+from gateway.logs import setup_helper_logging
 
 from .service import FileSource, PolicySync
 
@@ -15,9 +15,7 @@ def main(argv=None):
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="[%(asctime)s] [%(process)d] [%(levelname)s] policy-sync: %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S %z")  # the same shape as gunicorn's lines
+    setup_helper_logging("policy-sync", args.log_level)
     PolicySync(FileSource(os.path.abspath(args.policy_file)), args.segment, args.parent_pid).run()
 
 

@@ -19,6 +19,7 @@ import yaml
 
 from gateway.certs import parse_spiffe_id
 from gateway.policy import Policy
+from gateway.usage.prices import PRICE_FIELDS
 
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 MAX_PATTERN_CHARS = 512
@@ -188,15 +189,15 @@ def _approvals(value):
 
 
 def _prices(value):
+    """The entries as gateway.usage.prices reads them (its field names)."""
     prices = []
-    fields = ("input_usd_per_mtok", "output_usd_per_mtok", "cache_write_usd_per_mtok", "cache_read_usd_per_mtok")
     for i, entry in enumerate(_list(value, "prices")):
         where = f"prices[{i}]"
-        _mapping(entry, where, ("provider", "model") + fields,
+        _mapping(entry, where, ("provider", "model") + PRICE_FIELDS,
                  ("provider", "model", "input_usd_per_mtok", "output_usd_per_mtok"))
         price = {"provider": _text(entry["provider"], f"{where}.provider"),
                  "model": _text(entry["model"], f"{where}.model")}
-        for field in fields:
+        for field in PRICE_FIELDS:
             price[field] = _number(entry[field], f"{where}.{field}") if field in entry else None
         prices.append(price)
     return prices

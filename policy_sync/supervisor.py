@@ -69,9 +69,9 @@ def policy_sync_process(policy_file, segment_name, master_pid, log_level="info")
         "--log-level", log_level])
 
 
-def usage_collector_process(spool_dir, database, master_pid):
+def usage_collector_process(spool_dir, database, master_pid, log_level="info"):
     return SupervisedProcess("usage collector", "gateway.usage.collector", [
-        "--spool", spool_dir, "--database", database, "--parent-pid", str(master_pid)])
+        "--spool", spool_dir, "--database", database, "--parent-pid", str(master_pid), "--log-level", log_level])
 
 
 def remove_segment(name):

@@ -65,7 +65,7 @@ class Gateway:
             "usage": {"database": os.path.join(directory, "usage.db")},
             "admin": {"bind": f"127.0.0.1:{self.admin_port}"},
         }
-        _merge(base, config or {})
+        deep_merge(base, config or {})
         with open(self.config_path, "w") as f:
             yaml.safe_dump(base, f)
         self.env = dict(os.environ)
@@ -201,9 +201,11 @@ def read_response(sock):
     return status, headers, body[:length]
 
 
-def _merge(base, override):
+def deep_merge(base, override):
+    """``override`` merged into ``base`` (nested dicts merged, other values replaced); returns ``base``."""
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            deep_merge(base[key], value)
         else:
             base[key] = value
+    return base

@@ -51,6 +51,7 @@ import sys
 import time
 
 from gateway import metrics
+from gateway.logs import setup_helper_logging
 from gateway.usage.spool import parse_spool_name
 from gateway.usage.store import UsageStore
 
@@ -290,9 +291,7 @@ def main(argv=None):
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="[%(asctime)s] [%(process)d] [%(levelname)s] usage-collector: %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S %z")  # the same shape as gunicorn's lines
+    setup_helper_logging("usage-collector", args.log_level)
     # Held until run() has its handlers: a SIGTERM while the store opens is not lost, and
     # does not kill the process half-way either.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)

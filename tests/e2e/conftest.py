@@ -15,7 +15,7 @@ import pytest
 
 from tests.fakes.provider import FakeProvider
 from tests.fakes.tlsfiles import make_test_ca
-from tests.harness import BOUND_SPIFFE_ID, PKI, Gateway
+from tests.harness import BOUND_SPIFFE_ID, PKI, Gateway, deep_merge
 
 API_KEY = "mtr_test_key_4b1d9c0e"           # bound to agent support-bot
 UNBOUND_KEY = "mtr_unbound_key_77aa"        # bound to no agent
@@ -79,9 +79,7 @@ def start_gateway(tmp_path, pki, provider, upstream_tls):
     started = []
 
     def start(config=None, policy_doc=None, wait_ready=True, env=None):
-        merged = provider_config(provider, upstream_tls)
-        for key, value in (config or {}).items():
-            merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+        merged = deep_merge(provider_config(provider, upstream_tls), config or {})
         directory = tmp_path / f"gw{len(started)}"
         directory.mkdir()
         gw = Gateway(str(directory), pki, merged, policy_doc if policy_doc is not None else policy(), env)

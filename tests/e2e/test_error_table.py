@@ -34,7 +34,7 @@ import pytest
 from gateway import certs
 from tests.e2e.conftest import (API_KEY, UNBOUND_KEY, UNBOUND_SPIFFE_ID, anthropic_client, client_context,
                                 openai_client, policy, provider_config)
-from tests.harness import BOUND_SPIFFE_ID, Gateway, free_port, read_response
+from tests.harness import BOUND_SPIFFE_ID, Gateway, deep_merge, free_port, read_response
 
 pytestmark = pytest.mark.usefixtures("fresh_provider")
 
@@ -187,19 +187,10 @@ def raw_request(method, target, body=b"", key=API_KEY):
 # -- private gateways --------------------------------------------------------
 
 
-def _deep_merge(base, override):
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 def _private_gateway(tmp_path_factory, pki, provider, upstream_tls, name, config, policy_doc, wait_ready=True):
-    merged = _deep_merge(provider_config(provider, upstream_tls), config)
+    merged = deep_merge(provider_config(provider, upstream_tls), config)
     # Idle keep-alive connections end after header_timeout_s; a short one keeps teardown quick.
-    _deep_merge(merged, {"server": {"header_timeout_s": 2}})
+    deep_merge(merged, {"server": {"header_timeout_s": 2}})
     gw = Gateway(str(tmp_path_factory.mktemp(name)), pki, merged, policy_doc)
     gw.start(wait_ready=wait_ready)
     # Each worker attaches the policy segment on its own schedule; give the

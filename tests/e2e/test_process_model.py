@@ -284,27 +284,6 @@ class CallLoop:
         return self
 
 
-@pytest.fixture
-def launch(tmp_path, pki, provider, upstream_tls):
-    """Like start_gateway, but with environment variables the harness would drop (WEB_CONCURRENCY)."""
-    started = []
-
-    def start(config=None, policy_doc=None, env=None, wait_ready=True):
-        merged = provider_config(provider, upstream_tls)
-        for key, value in (config or {}).items():
-            merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
-        directory = tmp_path / f"launched{len(started)}"
-        directory.mkdir()
-        gw = Gateway(str(directory), pki, merged, policy_doc if policy_doc is not None else policy())
-        gw.env.update(env or {})
-        started.append(gw)
-        return gw.start(wait_ready=wait_ready)
-
-    yield start
-    for gw in started:
-        gw.stop()
-
-
 # -- policy changes ------------------------------------------------------------
 
 def test_policy_change_is_enforced_by_every_worker_within_2s(start_gateway):
@@ -723,8 +702,8 @@ def test_startup_refuses_a_bad_config_with_one_line(case, tmp_path, pki, provide
     assert any(key in lines[0] for key in keys), lines[0]
 
 
-def test_web_concurrency_overrides_server_workers(launch):
-    gw = launch(config={"server": {"workers": 1}}, env={"WEB_CONCURRENCY": "3"})
+def test_web_concurrency_overrides_server_workers(start_gateway):
+    gw = start_gateway(config={"server": {"workers": 1}}, env={"WEB_CONCURRENCY": "3"})
     wait_for(lambda: len(gw.worker_pids()) == 3, 10, message="3 workers")
     time.sleep(1.5)  # and no more than 3 once settled
     assert len(gw.worker_pids()) == 3

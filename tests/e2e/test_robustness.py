@@ -29,22 +29,13 @@ import pytest
 from gateway import certs
 from tests.e2e.conftest import (API_KEY, PROVIDER_KEY, UNBOUND_KEY, UNBOUND_SPIFFE_ID, anthropic_client,
                                 client_context, openai_client, policy, provider_config)
-from tests.harness import BOUND_SPIFFE_ID, Gateway, read_response
+from tests.e2e.test_error_table import ALLOWED_MODEL, PROVIDERS, call_body
+from tests.harness import BOUND_SPIFFE_ID, Gateway, deep_merge, read_response
 
 pytestmark = pytest.mark.usefixtures("fresh_provider")
 
 ADMIN_TOKEN = "tok-123"
 ROUTE = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
-ALLOWED_MODEL = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4o-mini"}
-PROVIDERS = ("anthropic", "openai")
-
-
-def call_body(provider, model=None, text="hello", **extra):
-    doc = {"model": ALLOWED_MODEL[provider] if model is None else model,
-           "messages": [{"role": "user", "content": text}], **extra}
-    if provider == "anthropic":
-        doc.setdefault("max_tokens", 16)
-    return json.dumps(doc).encode()
 
 
 def make_client(provider, gw, **kwargs):
@@ -93,6 +84,20 @@ def closed_within(sock, seconds):
             return False
         except (OSError, ValueError):  # reset, TLS alert, unexpected EOF
             return True
+
+
+def trickle(sock, pieces, wait_s=0.2):
+    """Send ``pieces`` one at a time, each followed by a wait of up to ``wait_s`` for the
+    gateway to close: (whether it cut the connection, seconds from the first piece)."""
+    started = time.monotonic()
+    for piece in pieces:
+        try:
+            sock.sendall(piece)
+        except OSError:
+            return True, time.monotonic() - started
+        if closed_within(sock, wait_s):
+            return True, time.monotonic() - started
+    return False, time.monotonic() - started
 
 
 def chunked(body, size=64):
@@ -226,18 +231,9 @@ class TokenGateway(Gateway):
         return super().admin(path, headers)
 
 
-def _deep_merge(base, override):
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 @pytest.fixture(scope="module")
 def tight(tmp_path_factory, pki, provider, upstream_tls):
-    config = _deep_merge(provider_config(provider, upstream_tls), {
+    config = deep_merge(provider_config(provider, upstream_tls), {
         "server": {"tls": {"handshake_timeout_s": 1}, "header_timeout_s": 1, "body_timeout_s": 1,
                    "log_level": "debug"},
         "upstream": {"read_timeout_s": 1},
@@ -253,7 +249,7 @@ def tight(tmp_path_factory, pki, provider, upstream_tls):
 
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory, pki, provider, upstream_tls):
-    config = _deep_merge(provider_config(provider, upstream_tls),
+    config = deep_merge(provider_config(provider, upstream_tls),
                          {"server": {"tls": {"client_cert": "required"}, "header_timeout_s": 2}})
     gw = Gateway(str(tmp_path_factory.mktemp("strict")), pki, config, policy())
     gw.start()
@@ -290,19 +286,8 @@ def test_silent_clients_are_dropped_after_the_handshake_timeout(tight, provider)
 def test_header_trickle_is_cut_after_the_header_timeout(tight, provider):
     log_start = len(tight.log())
     with tls_connect(tight) as sock:
-        started = time.monotonic()
-        sock.sendall(b"POST /v1/messages HTTP/1.1\r\n")
-        cut = False
-        for i in range(40):
-            try:
-                sock.sendall(f"X-Slow-{i}: v\r\n".encode())
-            except OSError:
-                cut = True
-                break
-            if closed_within(sock, 0.2):
-                cut = True
-                break
-        elapsed = time.monotonic() - started
+        cut, elapsed = trickle(sock, [b"POST /v1/messages HTTP/1.1\r\n"]
+                               + [f"X-Slow-{i}: v\r\n".encode() for i in range(40)])
     assert cut, "a client trickling its headers was never cut"
     assert elapsed < 3.0, elapsed
     assert provider.requests == []
@@ -315,18 +300,7 @@ def test_body_trickle_is_cut_after_the_body_timeout(tight, provider):
     log_start = len(tight.log())
     with tls_connect(tight) as sock:
         sock.sendall(head(f"Content-Length: {len(body)}"))
-        started = time.monotonic()
-        cut = False
-        for byte in body:
-            try:
-                sock.sendall(bytes([byte]))
-            except OSError:
-                cut = True
-                break
-            if closed_within(sock, 0.2):
-                cut = True
-                break
-        elapsed = time.monotonic() - started
+        cut, elapsed = trickle(sock, [bytes([byte]) for byte in body])
     assert cut, "a client trickling its body was never cut"
     assert elapsed < 3.0, elapsed
     time.sleep(0.3)
@@ -343,18 +317,8 @@ def test_chunked_body_trickle_is_cut_too(tight, provider):
     log_start = len(tight.log())
     with tls_connect(tight) as sock:
         sock.sendall(head("Transfer-Encoding: chunked", target="/v1/chat/completions"))
-        started = time.monotonic()
-        cut = False
-        for i in range(0, len(body), 4):
-            try:
-                sock.sendall(chunked(body[i:i + 4])[:-5])  # one chunk, no terminating 0-chunk
-            except OSError:
-                cut = True
-                break
-            if closed_within(sock, 0.25):
-                cut = True
-                break
-        elapsed = time.monotonic() - started
+        # One chunk at a time, never the terminating 0-chunk.
+        cut, elapsed = trickle(sock, [chunked(body[i:i + 4])[:-5] for i in range(0, len(body), 4)], 0.25)
     assert cut and elapsed < 3.0, elapsed
     time.sleep(0.3)
     assert provider.requests == []

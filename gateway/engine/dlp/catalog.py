@@ -201,7 +201,7 @@ def merge_patterns(builtin_enabled: bool, bundle_patterns: list[dict]) -> list[P
     overridden in place by bundle entries with their id, then the bundle's own
     patterns in bundle order."""
     by_id = {p.id: p for p in BUILTIN}
-    chosen = {p.id: p for p in BUILTIN} if builtin_enabled else {}
+    chosen = dict(by_id) if builtin_enabled else {}
     added, seen = [], set()
     for entry in bundle_patterns:
         pattern_id = entry.get("id")

@@ -160,8 +160,6 @@ def phone_number(text):
         if len(used) > 1 or _looks_like_date(groups, used):
             return False
         sizes = [len(g) for g in groups]
-        if sizes == [3, 2, 4]:
-            return False
         if used == {"."} and len(groups) == 4 and all(int(g) <= 255 for g in groups):
             return False
         if len(groups) == 2 and not (digits[0] == "0" or sizes in ([3, 4], [4, 4], [2, 6], [3, 5])):

@@ -17,26 +17,13 @@ import pytest
 from gateway.usage.collector import LOCK_NAME, STATE_NAME, Collector, CollectorBusy
 from gateway.usage.spool import SpoolWriter, encode, parse_spool_name
 from gateway.usage.store import StoreUnavailable, UsageStore
+from tests.gateway.usage.test_store import record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-# Shared by this module and the writer processes it starts.
-RECORD_SOURCE = '''
-def record(n, **fields):
-    base = {
-        "id": f"rec-{n}", "ts": "2025-03-01T12:00:00Z", "agent_id": "agent-a", "provider": "anthropic",
-        "model": "claude-sonnet-4-5", "decision": "allowed", "reason": None, "status": 200, "stream": False,
-        "input_tokens": 100, "output_tokens": 20, "total_tokens": 120, "cache_read_input_tokens": 0,
-        "cache_creation_input_tokens": 0, "redaction_count": 0, "estimated_cost_usd": 0.001,
-        "latency_ms": 250, "forwarded": True,
-    }
-    base.update(fields)
-    return base
-'''
-exec(RECORD_SOURCE)
-
 # A worker stand-in: spools records first..first+count-1 and prints each id once write() returned.
-WRITER_SOURCE = RECORD_SOURCE + '''
+WRITER_SOURCE = '''
+from tests.gateway.usage.test_store import record
 import sys, time
 from gateway.usage.spool import SpoolWriter
 directory, worker_id, first, count, rotate, pause = sys.argv[1:]
