@@ -121,13 +121,16 @@ class Gateway:
             where = f"{os.path.basename(frame.tb_frame.f_code.co_filename)}:{frame.tb_lineno}"
             # The type and place only: an exception's text may quote content.
             log.error("request %s failed closed: %s at %s", request_id, type(exc).__name__, where)
-            return self.deny(start_response, call, "internal_error")
+            # After forwarding, the provider's answer is what could not be handled.
+            return self.deny(start_response, call, "upstream_error" if call.forwarded else "internal_error")
 
     # -- the pipeline ------------------------------------------------------
 
     def serve(self, environ, start_response, call, connection):
         path, _, query = environ.get("RAW_URI", "").partition("?")
-        call.provider = ROUTES.get(path)
+        provider = ROUTES.get(path)
+        # A provider the config leaves out has no route (SPEC section 3).
+        call.provider = provider if provider in self.upstreams.providers else None
         if call.provider is None:
             return self.deny(start_response, call, "not_found")
         if environ["REQUEST_METHOD"] != "POST":
@@ -287,11 +290,19 @@ class Gateway:
                     return
                 if not chunk:
                     upstream.raw.release_conn()
-                    out = relay.finish()
+                    try:
+                        out = relay.finish()
+                    except Exception as exc:
+                        log.error("request %s: stream relay failed: %s", call.request_id, type(exc).__name__)
+                        out = relay.abort("upstream_error")
                     if out:
                         yield out
                     return
-                out = relay.feed(chunk)
+                try:
+                    out = relay.feed(chunk)
+                except Exception as exc:  # a fault of the gateway's: fail closed, never relay unscanned
+                    log.error("request %s: stream relay failed: %s", call.request_id, type(exc).__name__)
+                    out = relay.abort("upstream_error")
                 if out:
                     yield out
                 if relay.failure:  # blocked or garbage: the stream ends here

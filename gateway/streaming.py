@@ -86,9 +86,11 @@ class StreamRelay:
         tail = b"".join(self._observe([self._events.finish()]))
         if self._adapter is None:
             return tail
-        out = [self._flush_all()]
-        if tail and not self.failure:
-            out.append(tail)  # an unterminated last event, passed on as the provider sent it
+        # An unterminated last event is read like any other (its text is
+        # scanned), and goes out as the provider sent it.
+        out = [self._on_event(tail)] if tail else []
+        if not self.failure:
+            out.append(self._flush_all())
         return b"".join(out)
 
     def fail(self, code):
@@ -104,6 +106,18 @@ class StreamRelay:
         # corrupt the framing the agent's SDK parses.
         self._events.finish()
         return held + stream_error_event(code, self.provider)
+
+    def abort(self, code):
+        """End the stream with the error event at once, dropping what is held
+        unscanned: for a fault of the gateway's own, after which its state
+        cannot be trusted to scan."""
+        if self.failure:
+            return b""
+        self.failure = code
+        self._queue.clear()
+        self._windows.clear()
+        self._events.finish()
+        return stream_error_event(code, self.provider)
 
     def _observe(self, events):
         """Count usage on every event; drop the usage chunk the agent did not ask for."""
@@ -215,7 +229,7 @@ def _named_indexes(event):
     data = event_data(event)
     try:
         document = json.loads(data) if data is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(document, dict):
         return None
@@ -223,9 +237,9 @@ def _named_indexes(event):
         return {document["index"]}
     choices = document.get("choices")
     if isinstance(choices, list) and choices:
-        indexes = {c.get("index") for c in choices if isinstance(c, dict)}
+        indexes = [c.get("index") for c in choices if isinstance(c, dict)]
         if all(isinstance(i, int) for i in indexes):
-            return indexes
+            return set(indexes)
     return None
 
 

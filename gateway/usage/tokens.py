@@ -71,7 +71,7 @@ def from_answer(provider, raw):
     """Usage of a non-streamed answer body, or None when it carries none."""
     try:
         document = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return None
     if not isinstance(document, dict) or not isinstance(document.get("usage"), dict):
         return None
@@ -99,7 +99,7 @@ class StreamUsage:
             return
         try:
             document = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return
         if not isinstance(document, dict):
             return
@@ -131,7 +131,7 @@ def is_usage_only_chunk(event):
     data = event_data(event)
     try:
         document = json.loads(data) if data is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return (isinstance(document, dict) and document.get("choices") == []
             and isinstance(document.get("usage"), dict))

@@ -437,6 +437,23 @@ def test_404_sdk_models_list(gw, provider, provider_name):
     assert_not_forwarded(provider)
 
 
+def test_404_for_a_provider_the_config_leaves_out(tmp_path, pki, provider, upstream_tls):
+    """SPEC section 3: a missing provider's path answers 404, before identity, never forwarded."""
+    config = provider_config(provider, upstream_tls)
+    del config["providers"]["openai"]
+    only_anthropic = Gateway(str(tmp_path), pki, config, policy()).start()
+    try:
+        for key in (API_KEY, None):
+            status, headers, body = raw_exchange(only_anthropic,
+                                                 raw_request("POST", "/v1/chat/completions", call_body("openai"), key))
+            check_error(status, headers, body, "not_found", "generic", decision=None)
+        assert_not_forwarded(provider, 0.1)
+        with anthropic_client(only_anthropic) as client:
+            assert sdk_create(client, "anthropic").content
+    finally:
+        only_anthropic.stop()
+
+
 @pytest.mark.parametrize("provider_name", PROVIDERS)
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 def test_405_other_methods_on_provider_routes(gw, provider, provider_name, method):
@@ -564,6 +581,15 @@ def test_502_upstream_tls_failure(broken_upstreams, provider):
 def test_502_answer_cut_mid_body(gw, provider, provider_name):
     """The provider resets the connection halfway through a non-streamed answer."""
     provider.script(reply_text="a long answer " * 50, reset_after_events=1)
+    with make_client(provider_name, gw) as client:
+        exc = sdk_error(sdk_module(provider_name).InternalServerError, lambda: sdk_create(client, provider_name))
+    check_sdk(exc, "upstream_error", provider_name, decision="allowed")
+
+
+@pytest.mark.parametrize("provider_name", PROVIDERS)
+def test_502_for_an_answer_nested_too_deep_to_read(gw, provider, provider_name):
+    """A 2xx answer the gateway cannot parse is the provider's fault: 502, not a 500 of the gateway's."""
+    provider.script(raw_body=b'{"usage": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
     with make_client(provider_name, gw) as client:
         exc = sdk_error(sdk_module(provider_name).InternalServerError, lambda: sdk_create(client, provider_name))
     check_sdk(exc, "upstream_error", provider_name, decision="allowed")

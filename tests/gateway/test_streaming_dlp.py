@@ -645,3 +645,37 @@ def test_multi_choice_secret_straddling_the_other_choices_finish():
     out, relay = run_relay("openai", b"".join(stream), [])
     assert texts_by_index(agent_view("openai", out)) == {0: "Hi. ", 1: "Write to [REDACTED:builtin.email] now."}
     assert b"jane" not in out
+
+
+# -- an unterminated last event, and faults of the relay's own --------------------------
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_an_unterminated_last_event_is_scanned_too(provider):
+    """The provider closes the stream in the middle of an event that carries a secret."""
+    stream = build_stream(provider, ["Your key is ", "AKIAQYLPMN5HHHFPZAM2"])
+    cut = next(i for i, event in enumerate(stream) if b"AKIA" in event)
+    relay = StreamRelay(provider, ADAPTERS[provider], SCANNER, 2048)
+    out = b"".join(relay.feed(event) for event in stream[:cut])
+    out += relay.feed(stream[cut].rstrip(b"\r\n")) + relay.finish()
+    assert b"AKIAQYLPMN5HHHFPZAM2" not in out
+    assert b"[REDACTED:builtin.aws-access-key-id]" in out
+
+
+def test_a_relay_fault_ends_the_stream_with_the_error_event_and_drops_held_text():
+    relay = StreamRelay("anthropic", ADAPTERS["anthropic"], SCANNER, 2048)
+    held = relay.feed(b"".join(build_stream("anthropic", ["key AKIA"])[:4]))
+    out = relay.abort("upstream_error")
+    assert b"AKIA" not in held + out
+    assert out.startswith(b"event: error") and b'"api_error"' in out
+    assert relay.failure == "upstream_error" and relay.feed(b"data: more\n\n") == b"" and relay.finish() == b""
+
+
+@pytest.mark.parametrize("event", [
+    b'data: {"choices": [{"index": [1], "delta": {}}]}\n\n',   # an index that is not a number
+    b"data: " + b"[" * 100000 + b"]" * 100000 + b"\n\n",       # nesting deeper than the interpreter recurses
+])
+def test_odd_framing_events_do_not_crash_the_relay(event):
+    from gateway.usage.tokens import StreamUsage
+    relay = StreamRelay("openai", ADAPTERS["openai"], SCANNER, 2048, StreamUsage("openai"))
+    out = relay.feed(b"".join(build_stream("openai", ["hello "])[:2]) + event)
+    assert b"hello" in out + relay.finish()

@@ -106,3 +106,9 @@ def test_openai_stream_without_usage_has_none_seen():
 def test_usage_only_chunk_is_recognised():
     events = EventSplitter().feed(OPENAI_STREAM)
     assert [is_usage_only_chunk(e) for e in events] == [False, False, True, False]
+
+
+def test_absurdly_nested_answers_carry_no_usage():
+    deep = b"[" * 100000 + b"]" * 100000
+    assert from_answer("anthropic", b'{"usage": ' + deep + b"}") is None
+    assert from_answer("openai", deep) is None
