@@ -31,7 +31,6 @@ This module must be imported only after ``$PROMETHEUS_MULTIPROC_DIR`` is set
 never imports it.
 """
 
-import json
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -40,7 +39,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import metrics_dir
 from .usage.record import recorded_decision
-from .usage.spool import SPOOL_SUFFIX
+from .usage.spool import spool_backlog
 
 MULTIPROC_ENV = metrics_dir.ENV
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -172,33 +171,6 @@ class StateCollector:
                                     "Bytes of usage records spooled but not yet stored by the collector.")
         waiting.add_metric([], backlog)
         yield waiting
-
-
-def spool_backlog(spool_dir):
-    """(files, bytes not yet read by the collector), from the directory and the collector's saved offsets."""
-    from .usage.collector import STATE_NAME   # here: the collector imports this module
-
-    try:
-        with open(os.path.join(spool_dir, STATE_NAME), "rb") as state:
-            offsets = json.load(state).get("offsets", {})
-    except (OSError, ValueError, AttributeError):
-        offsets = {}
-    files = backlog = 0
-    try:
-        with os.scandir(spool_dir) as entries:
-            for entry in entries:
-                if not entry.name.endswith(SPOOL_SUFFIX):
-                    continue
-                try:
-                    size = entry.stat(follow_symlinks=False).st_size
-                except FileNotFoundError:
-                    continue
-                files += 1
-                offset = offsets.get(entry.name, 0)
-                backlog += max(0, size - (offset if isinstance(offset, int) else 0))
-    except FileNotFoundError:
-        pass
-    return files, backlog
 
 
 class _Local:

@@ -52,7 +52,7 @@ import time
 
 from gateway import metrics
 from gateway.logs import setup_helper_logging
-from gateway.usage.spool import parse_spool_name
+from gateway.usage.spool import STATE_NAME, parse_spool_name
 from gateway.usage.store import UsageStore
 
 log = logging.getLogger("mitrity.usage")
@@ -62,7 +62,6 @@ log = logging.getLogger("mitrity.usage")
 POLL_INTERVAL_S = 0.5
 READ_BYTES = 1024 * 1024               # read from one file per pass
 PASS_BYTES = 4 * 1024 * 1024           # read in one pass: bounds one transaction and the memory it takes
-STATE_NAME = ".collector-state.json"
 LOCK_NAME = ".collector.lock"
 STATE_VERSION = 1
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}

@@ -30,8 +30,13 @@ last seconds of records (fsync per record would put a disk flush on every
 request). The collector's store commits have the same horizon (SQLite WAL,
 ``synchronous=NORMAL``).
 
-Bounds: a line is at most ``MAX_RECORD_BYTES``; the directory's ``*.spool``
-files are kept under ``max_bytes``. Summing the directory on every write would
+Bounds: a line is at most ``MAX_RECORD_BYTES``; the records in the directory's
+``*.spool`` files that the collector has not read yet (file sizes minus the
+offsets it saved in ``STATE_NAME``) are kept under ``max_bytes``. Read bytes do
+not count: a writer's current file is deleted only after it rotates, so with
+many workers the read bytes alone could reach the cap while nothing waits.
+Disk use is therefore at most ``max_bytes`` plus one ``rotate_bytes`` file per
+writer. Summing the directory on every write would
 put a directory scan on the request path, so each writer re-scans at most every
 ``SCAN_EVERY_BYTES`` it writes or every ``SCAN_EVERY_S`` (and at rotation) and
 adds its own writes in between: with W writers the directory may pass the cap by
@@ -54,6 +59,7 @@ import time
 log = logging.getLogger("mitrity.usage")
 
 SPOOL_SUFFIX = ".spool"
+STATE_NAME = ".collector-state.json"   # the collector's saved read offsets (gateway.usage.collector)
 MAX_SPOOL_BYTES = 64 * 1024 * 1024     # default cap on the directory's spool files
 ROTATE_BYTES = 4 * 1024 * 1024         # a writer starts a new file past this size
 MAX_RECORD_BYTES = 64 * 1024           # one line, newline included (a record is ~500 bytes)
@@ -92,6 +98,31 @@ def spool_bytes(directory):
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # built once: encode() is per call
 
 
+def spool_backlog(directory):
+    """(files, bytes the collector has not read yet) of the spool files in ``directory``."""
+    try:
+        with open(os.path.join(directory, STATE_NAME), "rb") as state:
+            offsets = json.load(state).get("offsets", {})
+    except (OSError, ValueError, AttributeError):
+        offsets = {}
+    files = backlog = 0
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if not entry.name.endswith(SPOOL_SUFFIX):
+                    continue
+                try:
+                    size = entry.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue          # consumed and deleted by the collector
+                offset = offsets.get(entry.name, 0)
+                files += 1
+                backlog += max(0, size - (offset if isinstance(offset, int) else 0))
+    except FileNotFoundError:
+        pass
+    return files, backlog
+
+
 def encode(record):
     """A record dict -> one line of compact ASCII JSON (string escapes keep newlines out of it)."""
     return (_ENCODER.encode(record) + "\n").encode("ascii")
@@ -116,7 +147,7 @@ class SpoolWriter:
         self._path = None
         self._file_bytes = 0
         self._start_ns = 0
-        self._dir_bytes = 0             # the directory's spool bytes at the last scan...
+        self._dir_bytes = 0             # the directory's unread spool bytes at the last scan...
         self._since_scan = 0            # ...plus what this writer wrote after it
         self._scanned_at = 0.0
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
@@ -192,7 +223,7 @@ class SpoolWriter:
 
     def _scan(self):
         try:
-            self._dir_bytes = spool_bytes(self.directory)
+            self._dir_bytes = spool_backlog(self.directory)[1]
         except OSError as exc:
             log.error("usage spool: cannot measure %s: %s", self.directory, exc.strerror)
         self._since_scan = 0

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.usage import spool as spool_module
 from gateway.usage.spool import MAX_RECORD_BYTES, SpoolWriter, encode, parse_spool_name, spool_bytes
-from tests.gateway.usage.test_collector import record  # one record builder for the usage tests
+from tests.gateway.usage.test_store import record  # one record builder for the usage tests
 
 
 def spool_files(directory):
@@ -93,6 +93,28 @@ def test_cap_drops_counts_and_logs(directory, caplog):
     time.sleep(spool_module.SCAN_EVERY_S + 0.05)
     assert writer.write(record(50))
     writer.close()
+
+
+def test_records_the_collector_has_read_do_not_count_toward_the_cap(directory, tmp_path):
+    """Many workers' current files, read to the end but not yet rotated, must not fill the cap."""
+    from gateway.usage.collector import Collector
+    line_bytes = len(encode(record(0)))
+    writers = [SpoolWriter(directory, f"w{i}", max_bytes=30 * line_bytes, rotate_bytes=1000 * line_bytes)
+               for i in range(3)]
+    for i, writer in enumerate(writers):
+        assert all(writer.write(record(i * 100 + n)) for n in range(9))
+    collector = Collector(directory, str(tmp_path / "usage.db"))
+    try:
+        collector.step()
+    finally:
+        collector.close()
+    assert spool_module.spool_backlog(directory) == (3, 0)
+    assert spool_bytes(directory) >= 27 * line_bytes           # still on disk, all of it read
+    time.sleep(spool_module.SCAN_EVERY_S + 0.05)               # the writers measure again
+    assert all(writer.write(record(i * 100 + 50 + n)) for i, writer in enumerate(writers) for n in range(9))
+    assert sum(writer.dropped for writer in writers) == 0
+    for writer in writers:
+        writer.close()
 
 
 def test_drop_log_lines_are_rate_limited(directory, caplog):
