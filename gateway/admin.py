@@ -43,6 +43,11 @@ class Admin:
         return functools.partial(route, self.usage_store)
 
     def __call__(self, environ, start_response, request_id):
+        # The token first: without it, the listener tells nothing, not even which routes exist.
+        if not self._authorized(environ):
+            body = json.dumps({"error": "a valid admin bearer token is required"}).encode()
+            return self._answer(start_response, request_id, 401, body, "unauthorized",
+                                [("www-authenticate", "Bearer")])
         path, _, query_string = environ.get("RAW_URI", "/").partition("?")
         route = self.routes.get(path)
         if route is None:
@@ -50,10 +55,6 @@ class Admin:
         if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
             return self._answer(start_response, request_id, 405, error_body("method_not_allowed"),
                                 "method_not_allowed")
-        if not self._authorized(environ):
-            body = json.dumps({"error": "a valid admin bearer token is required"}).encode()
-            return self._answer(start_response, request_id, 401, body, "unauthorized",
-                                [("www-authenticate", "Bearer")])
         try:
             status, document = route(parse_qs(query_string, keep_blank_values=True))
         except Exception as exc:  # a damaged metrics file, a database error: this answer only

@@ -553,6 +553,7 @@ def test_admin_token_is_required_when_set(tight):
             status, _ = tight.admin(path, headers)
             assert status == 401, (path, headers)
     assert tight.admin("/no-such-admin-route", good)[0] == 404
+    assert tight.admin("/no-such-admin-route", {})[0] == 401  # no route is revealed without the token
 
 
 def test_admin_listener_does_not_serve_the_data_plane(gw, provider):
