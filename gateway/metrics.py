@@ -31,6 +31,7 @@ This module must be imported only after ``$PROMETHEUS_MULTIPROC_DIR`` is set
 never imports it.
 """
 
+import glob
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -173,6 +174,21 @@ class StateCollector:
         yield waiting
 
 
+class _Merged(MultiProcessCollector):
+    """Every process's files, less one that a starting process has just created
+    and not yet sized (it is empty for an instant, and would fail the scrape)."""
+
+    def collect(self):
+        files = []
+        for path in glob.glob(os.path.join(self._path, "*.db")):
+            try:
+                if os.path.getsize(path) > 0:
+                    files.append(path)
+            except FileNotFoundError:
+                pass
+        return self.merge(files, accumulate=True)
+
+
 class _Local:
     """This process's own metrics, when there is no multiprocess directory."""
 
@@ -185,7 +201,7 @@ def exposition(policies=None, spool_dir=None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     directory = os.environ.get(MULTIPROC_ENV)
     if directory:
-        MultiProcessCollector(registry, directory)
+        _Merged(registry, directory)
     else:
         registry.register(_Local())
     registry.register(StateCollector(policies, spool_dir))

@@ -160,3 +160,14 @@ def test_a_removed_directory_does_not_stop_a_process_from_counting(tmp_path):
     subprocess.run([sys.executable, "-c", child], env=env, check=True, cwd=ROOT)
     assert list(directory.glob("counter_*.db"))
 
+
+
+def test_a_file_still_being_created_does_not_fail_the_scrape(tmp_path):
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    (directory / "counter_999999.db").write_bytes(b"")   # opened by a starting process, not yet sized
+    os.environ[metrics.MULTIPROC_ENV] = str(directory)
+    try:
+        assert b"mitrity_usage_spool_files" in metrics.exposition(spool_dir=str(tmp_path / "spool"))
+    finally:
+        del os.environ[metrics.MULTIPROC_ENV]
