@@ -78,7 +78,8 @@ class GatewayWorker(GeventWorker):
         admin_tls = not gateway_config.is_loopback(host)
         self.admin_tls = server_context(cfg, client_certs=False) if admin_tls else None
         self.connections = {}
-        self.idle = set()
+        self.idle = set()      # greenlets of kept-alive connections waiting for their next request
+        self.served = set()    # greenlets whose connection has carried a request
         super().load_wsgi()
         app = self.wsgi
 
@@ -92,14 +93,19 @@ class GatewayWorker(GeventWorker):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_ACROSS_FORK)
 
     def timeout_ctx(self):
-        # gunicorn calls this before reading each request's headers: the
-        # connection is idle until handle_request. It bounds reading the
-        # headers and the keep-alive idle time.
-        self.idle.add(gevent.getcurrent())
+        # gunicorn calls this before reading each request's headers. It bounds
+        # reading the headers and the keep-alive idle time. A connection that
+        # has served a request is idle until handle_request; a new one is not:
+        # its first request is on its way, and a reload must not cut it.
+        current = gevent.getcurrent()
+        if current in self.served:
+            self.idle.add(current)
         return gevent.Timeout(self.header_timeout_s, False)
 
     def handle_request(self, listener_name, req, sock, addr):
-        self.idle.discard(gevent.getcurrent())
+        current = gevent.getcurrent()
+        self.idle.discard(current)
+        self.served.add(current)
         return super().handle_request(listener_name, req, sock, addr)
 
     def handle_exit(self, sig, frame):
@@ -131,6 +137,9 @@ class GatewayWorker(GeventWorker):
             super().handle(listener, client, addr)
         finally:
             self.connections.pop(key, None)
+            current = gevent.getcurrent()
+            self.idle.discard(current)
+            self.served.discard(current)
 
     def _handshake(self, context, client, addr):
         try:
